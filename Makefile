@@ -1,0 +1,41 @@
+# streamguard: `make demo` sets up and runs the demo; `make test` sets up and runs the tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages: redis-server and GStreamer's RTSP server (tests serve real RTSP with it).
+APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+PYTEST_ARGS ?=
+
+.PHONY: setup system-packages demo test bench clean
+
+setup: system-packages $(VENV)/.installed
+
+# Installs what is missing when root; otherwise says what to install.
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing system packages: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing system packages (run as root, or: sudo apt-get install $$missing)"; \
+		fi; \
+	fi
+
+# CPU-only install: constraints.txt pins the CPU torch build (see docs/architecture.md).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	PIP_CONSTRAINT= $(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were pulled in"; exit 1; fi
+	@touch $@
+
+demo: setup
+	$(BIN)/streamguard demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,143 @@
+"""BlazeFace face detection from the model files inside the mediapipe wheel.
+
+Nothing can be downloaded at run time, and mediapipe 0.10.21 is the last release
+that ships its BlazeFace files, so both variants are loaded from the installed
+package. The full-range model (small, far faces: what a camera sees) only runs
+through the legacy `mp.solutions` graph, because the Tasks API of 0.10.21
+rejects its anchor layout; the short-range model and any user-given file run
+through the Tasks API.
+
+Both backends get `min_confidence` as their own threshold. The legacy API's
+`min_detection_confidence` is its graph's `min_score_thresh`: a cut on raw anchor
+scores before non-maximum suppression, so besides saving work it decides which
+anchors NMS may merge (on the sample frames, thresholds 0.2 to 0.85 gave the same
+boxes and scores). `detect` then applies the threshold and the minimum face size
+itself, so both backends honour one contract: boxes clipped to the frame,
+score >= min_confidence, both sides >= min_face_px (a face mostly outside the
+frame is too little to judge).
+
+Not thread-safe: a mediapipe graph keeps per-call state. Use one detector per
+stream, called by one thread at a time (any thread, e.g. via asyncio.to_thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import mediapipe as mp
+import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
+
+from streamguard.config import DetectorConfig
+from streamguard.errors import ConfigError
+from streamguard.types import Detection
+
+SHORT_RANGE_MODEL = Path(mp.__file__).parent / "modules" / "face_detection" / "face_detection_short_range.tflite"
+
+
+class _Backend(Protocol):
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] RGB -> float32 [N, 5] rows of (x0, y0, x1, y1, score) in pixels, unclipped."""
+
+    def close(self) -> None: ...
+
+
+class _LegacyFullRange:
+    """`mp.solutions.face_detection` with the full-range graph (model_selection=1)."""
+
+    def __init__(self, min_confidence: float) -> None:
+        self._graph = mp.solutions.face_detection.FaceDetection(
+            min_detection_confidence=min_confidence, model_selection=1
+        )
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        rows = []
+        for det in self._graph.process(rgb).detections or []:
+            b = det.location_data.relative_bounding_box
+            rows.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h, det.score[0]))
+        return np.array(rows, dtype=np.float32).reshape(-1, 5)
+
+    def close(self) -> None:
+        self._graph.close()
+
+
+class _TasksDetector:
+    """The Tasks API `FaceDetector` on a short-range BlazeFace .tflite file."""
+
+    def __init__(self, model_path: Path, min_confidence: float) -> None:
+        if not model_path.is_file():
+            raise ConfigError(f"detector model file not found: {model_path}")
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            min_detection_confidence=min_confidence,
+        )
+        try:
+            self._detector = vision.FaceDetector.create_from_options(options)
+        except (RuntimeError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0]
+            raise ConfigError(f"detector model {model_path}: not a TFLite model mediapipe can load ({reason})") from None
+        try:
+            # A model with another anchor layout (e.g. the full-range file) loads but fails on
+            # its first frame; find out now, with a clear message, instead of mid-stream.
+            self(np.zeros((128, 128, 3), dtype=np.uint8))
+        except RuntimeError:
+            with contextlib.suppress(RuntimeError):  # closing a failed graph re-raises the same failure
+                self.close()
+            raise ConfigError(
+                f"detector model {model_path}: not a BlazeFace short-range model (its outputs do not fit the Tasks API face detector)"
+            ) from None
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+        rows = []
+        for det in self._detector.detect(image).detections:
+            b = det.bounding_box
+            rows.append((b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height, det.categories[0].score))
+        return np.array(rows, dtype=np.float32).reshape(-1, 5)
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+class FaceDetector:
+    """Faces in RGB frames as pixel boxes; see the module docstring for threading."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self._cfg = cfg
+        self._backend: _Backend | None
+        if cfg.model_path is not None:
+            self._backend = _TasksDetector(Path(cfg.model_path), cfg.min_confidence)
+        elif cfg.model == "short_range":
+            self._backend = _TasksDetector(SHORT_RANGE_MODEL, cfg.min_confidence)
+        else:
+            self._backend = _LegacyFullRange(cfg.min_confidence)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in uint8 [H, W, 3] RGB: boxes clipped to the frame, filtered by score and size."""
+        if self._backend is None:
+            raise RuntimeError("FaceDetector.detect() called after close()")
+        h, w = rgb.shape[:2]
+        rows = self._backend(np.ascontiguousarray(rgb))
+        boxes = np.clip(rows[:, :4], 0, np.array([w, h, w, h], dtype=np.float32))
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        keep = (rows[:, 4] >= self._cfg.min_confidence) & (sides >= self._cfg.min_face_px)
+        return [Detection(box=box, score=float(score)) for box, score in zip(boxes[keep], rows[keep, 4])]
+
+    def close(self) -> None:
+        """Release the mediapipe graph; safe to call twice."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

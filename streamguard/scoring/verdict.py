@@ -1,0 +1,88 @@
+"""The alert lifecycle of one identity: hysteresis, cooldown and rate-limited updates.
+
+An identity alerts when its window score reaches the threshold with enough samples;
+it stays alerting until the score falls below `threshold - hysteresis` (so a score
+hovering at the threshold does not flap) or the identity ends. After a clear it may
+not alert again for `cooldown_s`. While alerting, an `update` goes out only when the
+score has moved by `update_min_delta` and `update_interval_s` has passed, so
+subscribers are not flooded with identical messages. Clearing, like alerting, needs
+`min_samples` in the window: one good frame does not clear a fake either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from streamguard.config import ScoringConfig
+
+VerdictType = Literal["alert", "update", "clear"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    type: VerdictType
+    alert_id: str
+    score: float
+    samples: int
+    reason: str  # why: "threshold", "changed", "below_threshold", "track_ended", "shutdown"
+
+
+class AlertLifecycle:
+    """State machine for one identity; feed it each new window score."""
+
+    def __init__(self, cfg: ScoringConfig) -> None:
+        self.cfg = cfg
+        self.alert_id: str | None = None
+        self._last_sent_score = 0.0
+        self._last_sent_t = 0.0
+        self._cleared_at: float | None = None
+        self._last_t = float("-inf")
+
+    @property
+    def alerting(self) -> bool:
+        return self.alert_id is not None
+
+    def step(self, t: float, score: float, samples: int) -> Verdict | None:
+        """Advance with the window score at time t; return the verdict to publish, if any."""
+        cfg = self.cfg
+        self._follow_clock(t)
+        if samples < cfg.min_samples:
+            return None
+        if self.alert_id is None:
+            if score < cfg.threshold:
+                return None
+            if self._cleared_at is not None and t - self._cleared_at < cfg.cooldown_s:
+                return None
+            self.alert_id = uuid.uuid4().hex
+            return self._sent(Verdict("alert", self.alert_id, score, samples, "threshold"), t)
+        if score < cfg.threshold - cfg.hysteresis:
+            return self.end(t, "below_threshold", score, samples)
+        moved = abs(score - self._last_sent_score) >= cfg.update_min_delta
+        if moved and t - self._last_sent_t >= cfg.update_interval_s:
+            return self._sent(Verdict("update", self.alert_id, score, samples, "changed"), t)
+        return None
+
+    def end(self, t: float, reason: str, score: float | None = None, samples: int = 0) -> Verdict | None:
+        """Clear an open alert (identity gone, score dropped, or shutdown)."""
+        if self.alert_id is None:
+            return None
+        verdict = Verdict("clear", self.alert_id, self._last_sent_score if score is None else score, samples, reason)
+        self.alert_id = None
+        self._cleared_at = t
+        return verdict
+
+    def _follow_clock(self, t: float) -> None:
+        """Shift remembered times when the stream clock jumps back (source restarted)."""
+        if t < self._last_t:
+            shift = t - self._last_t
+            self._last_sent_t += shift
+            if self._cleared_at is not None:
+                self._cleared_at += shift
+        self._last_t = t
+
+    def _sent(self, verdict: Verdict, t: float) -> Verdict:
+        self._last_sent_score = verdict.score
+        self._last_sent_t = t
+        return verdict

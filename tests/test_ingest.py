@@ -1,0 +1,383 @@
+"""Ingest against real sources: the GStreamer RTSP server, real files, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import av
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamguard.config import IngestConfig, StreamConfig
+from streamguard.errors import SourceError
+from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url, redact_url
+from streamguard.ingest.source import FpsSampler, backoff_delay
+from streamguard.metrics import REGISTRY
+from streamguard.samples import FRAME_SIZE, render_frame
+from streamguard.types import Frame
+from streamguard.alerts.embedded_redis import free_port
+
+# --- redact_url -----------------------------------------------------------------
+
+SECRET = st.text(st.characters(blacklist_characters="?#", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@given(user=SECRET, password=SECRET)
+def test_redact_url_hides_any_user_info(user, password):
+    url = f"rtsp://{user}:{password}@cam.local:554/live/ch1?channel=1"
+    assert redact_url(url) == "rtsp://***@cam.local:554/live/ch1?channel=1"
+
+
+@given(secret=st.text(st.characters(blacklist_characters="&;#", blacklist_categories=("Cs",)), min_size=1))
+def test_redact_url_hides_secret_query_values(secret):
+    url = f"srt://10.0.0.5:9000?mode=caller&passphrase={secret}&latency=200"
+    assert redact_url(url) == "srt://10.0.0.5:9000?mode=caller&passphrase=***&latency=200"
+
+
+@given(path=st.text(min_size=1).filter(lambda p: "://" not in p))
+def test_redact_url_leaves_paths_alone(path):
+    assert redact_url(path) == path
+    assert is_file_url(path)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["rtsp://127.0.0.1:8554/cam1", "http://example.com/a/b.m3u8?x=1", "file:///home/a@b/v.mp4", "/tmp/user:pw@x.mp4"],
+)
+def test_redact_url_leaves_urls_without_credentials_alone(url):
+    assert redact_url(url) == url
+
+
+def test_redact_url_examples():
+    assert redact_url("rtsp://user:pass@host/x") == "rtsp://***@host/x"
+    assert redact_url("rtsp://admin@host:554") == "rtsp://***@host:554"
+    assert redact_url("http://u:p@host/path?token=abc#frag") == "http://***@host/path?token=***#frag"
+
+
+# --- LatestQueue ------------------------------------------------------------------
+
+
+async def test_latest_queue_drops_oldest_and_counts():
+    dropped: list[int] = []
+    queue: LatestQueue[int] = LatestQueue(2, on_drop=dropped.append)
+    for i in range(5):
+        queue.put_nowait(i)
+    assert len(queue) == 2
+    assert queue.dropped == 3
+    assert dropped == [0, 1, 2]
+    assert [await queue.get(), await queue.get()] == [3, 4]
+
+
+async def test_latest_queue_get_waits_for_an_item():
+    queue: LatestQueue[str] = LatestQueue(1)
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    queue.put_nowait("a")
+    assert await asyncio.wait_for(getter, 1) == "a"
+
+
+async def test_latest_queue_close_drains_then_raises():
+    queue: LatestQueue[int] = LatestQueue(3)
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    queue.close()
+    assert await queue.get() == 1
+    assert await queue.get() == 2
+    with pytest.raises(QueueClosed):
+        await queue.get()
+    with pytest.raises(QueueClosed):
+        queue.put_nowait(3)
+
+
+async def test_latest_queue_close_wakes_a_waiting_getter():
+    queue: LatestQueue[int] = LatestQueue(1)
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.close()
+    with pytest.raises(QueueClosed):
+        await asyncio.wait_for(getter, 1)
+
+
+async def test_latest_queue_put_waits_for_room_instead_of_dropping():
+    queue: LatestQueue[int] = LatestQueue(1)
+    await queue.put(1)
+    putter = asyncio.create_task(queue.put(2))
+    await asyncio.sleep(0)
+    assert not putter.done()
+    assert await queue.get() == 1
+    await asyncio.wait_for(putter, 1)
+    assert await queue.get() == 2
+    assert queue.dropped == 0
+
+
+# --- sampling and back-off --------------------------------------------------------
+
+
+def kept(times: list[float], fps: float) -> list[float]:
+    sampler = FpsSampler(fps)
+    return [t for t in times if sampler.keep(t)]
+
+
+@pytest.mark.parametrize("source_fps", [24, 25, 30, 29.97, 60])
+def test_sampler_keeps_the_analysis_rate(source_fps):
+    times = [i / source_fps for i in range(int(source_fps * 20))]  # 20 s
+    out = kept(times, 5.0)
+    assert len(out) in (100, 101)
+    assert out[0] == 0.0
+    assert max(np.diff(out)) < 0.2 + 1.5 / source_fps
+
+
+def test_sampler_keeps_everything_from_a_slower_source():
+    times = [i / 4 for i in range(20)]
+    assert kept(times, 5.0) == times
+
+
+def test_sampler_survives_timestamp_jumps_and_resets():
+    before = [i / 25 for i in range(50)]  # 0 .. 1.96 s
+    jumped = [1000 + i / 25 for i in range(50)]  # forward jump
+    reset = [i / 25 for i in range(50)]  # a restarted stream starts at 0 again
+    out = kept(before + jumped + reset, 5.0)
+    assert out[10] == 1000.0 and out[20] == 0.0
+    assert len(out) == 30
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap():
+    for attempt, nominal in [(0, 0.5), (1, 1.0), (3, 4.0), (10, 30.0)]:
+        delays = [backoff_delay(attempt, 0.5, 30.0) for _ in range(200)]
+        assert all(nominal * 0.5 <= d <= nominal for d in delays)
+        assert max(delays) - min(delays) > nominal * 0.2  # jittered
+
+
+# --- StreamSource ------------------------------------------------------------------
+
+
+def make_source(
+    url: str, name: str, queue_size: int = 1, **ingest
+) -> tuple[StreamSource, LatestQueue[Frame], list[tuple[str, str]]]:
+    """A source with a state log; `ingest` overrides IngestConfig fields."""
+    queue: LatestQueue[Frame] = LatestQueue(queue_size)
+    states: list[tuple[str, str]] = []
+    source = StreamSource(
+        StreamConfig(name=name, url=url), IngestConfig(**ingest), queue, on_state=lambda _n, s, d: states.append((s, d))
+    )
+    return source, queue, states
+
+
+async def wait_for_state(states: list[tuple[str, str]], state: str, timeout: float, after: int = 0) -> None:
+    """Wait until `state` appears in `states[after:]` (on_state runs on the loop)."""
+    deadline = time.monotonic() + timeout
+    while not any(s == state for s, _ in states[after:]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {state!r} within {timeout} s; states: {states}")
+        await asyncio.sleep(0.01)
+
+
+async def collect(queue: LatestQueue[Frame], seconds: float) -> list[Frame]:
+    """Frames that arrive within `seconds` from now."""
+    frames: list[Frame] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frames.append(await asyncio.wait_for(queue.get(), left))
+        except TimeoutError:
+            break
+    return frames
+
+
+async def stop(task: asyncio.Task, within: float = 2.0) -> None:
+    """Cancel `task` and check it finished within `within` seconds."""
+    task.cancel()
+    start = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), within)
+    assert time.monotonic() - start < within
+
+
+def looks_like_sample_at(frame: Frame) -> bool:
+    """The frame shows the sample video at its pts (compression error only)."""
+    diff = np.abs(frame.rgb.astype(np.int16) - render_frame(frame.pts)).mean()
+    return bool(diff < 5.0)  # ~1.6 at the right time, ~20 one second off
+
+
+def metric(name: str, stream: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"stream": stream})
+
+
+async def test_rtsp_source_delivers_frames_at_the_analysis_rate(rtsp_server):
+    source, queue, states = make_source(rtsp_server.url("cam1"), "rtsp-rate", analysis_fps=5.0)
+    task = asyncio.create_task(source.run())
+    try:
+        first = await asyncio.wait_for(queue.get(), 5)
+        frames = await collect(queue, 2.0)
+        assert 8 <= len(frames) <= 12  # 5 fps for 2 s
+        assert all(f.size == FRAME_SIZE and f.stream == "rtsp-rate" for f in [first, *frames])
+        assert all(looks_like_sample_at(f) for f in [first, *frames])
+        assert np.allclose(np.diff([f.pts for f in frames]), 0.2, atol=0.01)
+        assert source.state == "live" and ("live", "1280x720") in states
+        assert metric("streamguard_stream_live", "rtsp-rate") == 1
+        assert source.frames_decoded >= 4 * source.frames_sampled
+        assert source.last_frame_wall is not None and time.time() - source.last_frame_wall < 1.0
+    finally:
+        await stop(task)
+    assert source.state == "ended"
+    assert metric("streamguard_stream_live", "rtsp-rate") == 0
+    assert metric("streamguard_frames_sampled_total", "rtsp-rate") == source.frames_sampled
+    assert metric("streamguard_frames_decoded_total", "rtsp-rate") == source.frames_decoded
+
+
+async def test_unreachable_rtsp_url_fails_with_the_redacted_url():
+    port = free_port()
+    source, _, states = make_source(f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "unreachable")
+    with pytest.raises(SourceError) as err:
+        await asyncio.wait_for(source.run(), 5)
+    message = str(err.value)
+    assert message == f"stream unreachable: cannot open rtsp://***@127.0.0.1:{port}/cam: Connection refused"
+    assert "hunter2" not in message and all("hunter2" not in d for _, d in states)
+    assert source.state == "failed"
+
+
+async def test_silent_server_times_out_with_a_clear_error():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"
+        source, _, _ = make_source(url, "silent", open_timeout_s=0.5)
+        with pytest.raises(SourceError, match=r"cannot open rtsp://127\.0\.0\.1:\d+/cam: no answer within 0\.5 s"):
+            await asyncio.wait_for(source.run(), 5)
+
+
+async def test_cancel_while_opening_stops_within_the_open_timeout():
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        source, _, _ = make_source(f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam", "cancel-open", open_timeout_s=1.0)
+        task = asyncio.create_task(source.run())
+        await asyncio.sleep(0.2)  # let it block inside av.open
+        await stop(task, within=1.5)
+
+
+@pytest.mark.parametrize(
+    ("filename", "why"), [("notes.txt", "it is a text file"), ("notes.mp4", "Invalid data found when processing input")]
+)
+async def test_text_file_is_not_a_video(tmp_path, filename, why):
+    path = tmp_path / filename
+    path.write_text("hello, this is not a video\n" * 100)
+    source, _, _ = make_source(str(path), "text")
+    with pytest.raises(SourceError) as err:
+        await source.run()
+    assert str(err.value) == f"stream text: {path} is not a video: {why}"
+
+
+async def test_missing_file_fails_clearly(tmp_path):
+    path = tmp_path / "missing.mp4"
+    source, _, _ = make_source(str(path), "missing")
+    with pytest.raises(SourceError) as err:
+        await source.run()
+    assert str(err.value) == f"stream missing: cannot open {path}: No such file or directory"
+
+
+async def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "tone.wav"
+    with av.open(str(path), "w") as out:
+        audio = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    source, _, _ = make_source(str(path), "audio")
+    with pytest.raises(SourceError, match=f"^stream audio: no video stream in {path}$"):
+        await source.run()
+
+
+async def run_then_close(source: StreamSource, queue: LatestQueue[Frame]) -> None:
+    """What the source's owner does: close the queue when the source is done."""
+    try:
+        await source.run()
+    finally:
+        queue.close()
+
+
+async def test_offline_file_delivers_every_sampled_frame_without_drops(sample_video):
+    source, queue, _ = make_source(str(sample_video), "offline", realtime=False, analysis_fps=5.0)
+    task = asyncio.create_task(run_then_close(source, queue))
+    frames: list[Frame] = []
+    with pytest.raises(QueueClosed):
+        while True:
+            frames.append(await asyncio.wait_for(queue.get(), 5))
+            await asyncio.sleep(0.002)  # a consumer slower than the decoder
+    await asyncio.wait_for(task, 5)
+    assert [round(f.pts, 3) for f in frames] == [round(i * 0.2, 3) for i in range(150)]
+    assert source.frames_dropped == queue.dropped == 0
+    assert source.frames_decoded == 750 and source.state == "ended"
+    assert looks_like_sample_at(frames[77])
+
+
+async def test_offline_file_stops_when_the_owner_closes_the_queue(sample_video):
+    source, queue, _ = make_source(str(sample_video), "offline-closed", realtime=False)
+    task = asyncio.create_task(source.run())
+    for _ in range(3):
+        await asyncio.wait_for(queue.get(), 5)
+    queue.close()
+    await asyncio.wait_for(task, 2)
+    assert source.frames_sampled < 10 and source.state == "ended"
+
+
+async def test_realtime_file_is_paced_by_its_timestamps(sample_video):
+    source, queue, _ = make_source(str(sample_video), "paced", realtime=True, analysis_fps=5.0, queue_size=4)
+    task = asyncio.create_task(source.run())
+    try:
+        frames = [await asyncio.wait_for(queue.get(), 5)]
+        frames += await collect(queue, 1.5)
+    finally:
+        await stop(task)
+    assert 7 <= len(frames) <= 10
+    lag = [(f.wall_ts - frames[0].wall_ts) - (f.pts - frames[0].pts) for f in frames]
+    assert max(abs(x) for x in lag) < 0.1
+
+
+async def test_cancel_stops_a_live_source_promptly(rtsp_server):
+    source, queue, _ = make_source(rtsp_server.url("cam2"), "cancel-live")
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(queue.get(), 5)
+    await stop(task, within=1.0)
+    assert task.cancelled() and source.state == "ended"
+
+
+async def test_dropped_rtsp_stream_reconnects_when_the_server_returns(rtsp_server):
+    source, queue, states = make_source(
+        rtsp_server.url("cam1"), "reconnect", backoff_initial_s=0.1, backoff_max_s=0.4
+    )
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(queue.get(), 5)
+        mark = len(states)
+        try:
+            rtsp_server.stop()
+            await wait_for_state(states, "reconnecting", 5, after=mark)
+            await asyncio.sleep(0.5)  # a few refused attempts while it is down
+            assert source.state == "reconnecting" and metric("streamguard_stream_live", "reconnect") == 0
+        finally:
+            rtsp_server.start()
+        mark = len(states)
+        await wait_for_state(states, "live", 10, after=mark)
+        frame = await asyncio.wait_for(queue.get(), 5)
+        assert frame.size == FRAME_SIZE
+        assert source.reconnects >= 2
+        assert metric("streamguard_reconnects_total", "reconnect") == source.reconnects
+        assert any("Connection refused" in d for s, d in states if s == "reconnecting")
+    finally:
+        await stop(task)
+
+
+async def test_live_source_without_reconnect_ends_when_the_server_goes(rtsp_server):
+    source, queue, _ = make_source(rtsp_server.url("cam2"), "no-reconnect", reconnect=False)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(queue.get(), 5)
+        rtsp_server.stop()
+        await asyncio.wait_for(task, 5)  # returns: the server closed the stream
+    finally:
+        rtsp_server.start()
+        await stop(task)
+    assert source.state == "ended" and source.reconnects == 0
+
