@@ -1,0 +1,208 @@
+"""The `streamguard` command: run on live streams, or a self-contained demo.
+
+User errors (bad config, missing checkpoint, unreachable stream) print one line,
+`streamguard: error: ...`, and exit non-zero without a traceback. Exit codes:
+0 ok, 2 bad input before start, 3 one or more streams failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# mediapipe/TFLite log through glog/absl; keep their start-up chatter off the console.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
+from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
+
+log = logging.getLogger("streamguard")
+
+EXIT_BAD_INPUT = 2
+EXIT_STREAM_FAILED = 3
+DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
+
+UNTRAINED_WARNING = (
+    "no checkpoint given: the model has untrained (random) weights, so its scores mean NOTHING. "
+    "Point it at a fine-tuned FSFM checkpoint or a streamguard-train export with --checkpoint PATH "
+    "(or model.checkpoint in the config, or STREAMGUARD_CHECKPOINT)."
+)
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (see configs/streamguard.yaml)")
+    p.add_argument("--checkpoint", type=Path, help="FSFM or streamguard checkpoint (.pth)")
+    p.add_argument("--arch", choices=["tiny", "small", "base", "large"], help="ViT variant (default: from the checkpoint)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="CPU inference precision")
+    p.add_argument("--redis-url", help="redis://host:port/db (default: an embedded redis-server)")
+    p.add_argument("--threshold", type=float, help="alert threshold on the window score, 0..1")
+    p.add_argument("--window", type=float, help="sliding window length in seconds")
+    p.add_argument("--fps", type=float, help="frames analysed per second per stream")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model.checkpoint": args.checkpoint and str(args.checkpoint),
+        "model.arch": args.arch,
+        "model.precision": args.precision,
+        "redis.url": args.redis_url,
+        "scoring.threshold": args.threshold,
+        "scoring.window_s": args.window,
+        "ingest.analysis_fps": args.fps,
+    }
+
+
+def _check_duration(args: argparse.Namespace) -> None:
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
+
+
+async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], None] | None = None) -> int:
+    """Run the pipeline into Redis; return the exit code."""
+    from streamguard.alerts.embedded_redis import EmbeddedRedis
+    from streamguard.alerts.redis_sink import RedisSink
+    from streamguard.alerts.subscribe import ChannelSubscriber
+    from streamguard.inference.engine import open_engine
+    from streamguard.ingest.urls import redact_url
+    from streamguard.pipeline import Pipeline
+
+    engine = open_engine(cfg.model, img_size=cfg.crop.size)  # a bad checkpoint fails here, before any stream starts
+    meta = engine.meta
+    log.info("model %s (%s, digest %s)", meta.name, meta.source, meta.digest)
+    if not meta.trained:
+        log.warning(UNTRAINED_WARNING)
+    embedded: EmbeddedRedis | None = None
+    url = cfg.redis.url
+    if url is None:
+        embedded = EmbeddedRedis().start()
+        url = embedded.url
+        log.info("no --redis-url: started an embedded redis-server at %s", url)
+    sink = RedisSink(cfg.redis, url)
+    subscriber = ChannelSubscriber(url, cfg.redis.channel, on_event) if on_event else None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await sink.start()
+        if subscriber:
+            await subscriber.start()
+        log.info(
+            "analysing %d stream(s): %s; events on channel %s and stream %s at %s",
+            len(cfg.streams),
+            ", ".join(f"{s.name}={redact_url(s.url)}" for s in cfg.streams),
+            cfg.redis.channel,
+            cfg.redis.stream_key,
+            redact_url(url),
+        )
+        reports = await Pipeline(cfg, engine, sink).run(stop, duration)
+        await sink.close(timeout=10.0)
+        if subscriber:
+            await subscriber.drain(expected=sink.published, timeout=5.0)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if subscriber:
+            await subscriber.close()
+        await sink.close(timeout=0)
+        if embedded:
+            embedded.close()
+        engine.close()
+    for r in reports:
+        status = f"FAILED: {r.error}" if r.error else "ok"
+        log.info(
+            "stream %s: %d frames analysed, %d dropped, %d faces, %d events; %s",
+            r.name, r.frames_analysed, r.frames_dropped, r.faces, r.events, status,
+        )
+    log.info("events: %d published, %d dropped", sink.published, sink.dropped)
+    failed = [r for r in reports if r.error]
+    if failed:
+        log.error("%d of %d stream(s) failed", len(failed), len(reports))
+        return EXIT_STREAM_FAILED
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _check_duration(args)
+    cfg = load_config(args.config, _overrides(args))
+    streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
+    if not streams:
+        raise ConfigError("no streams: pass --stream NAME=URL (repeatable) or list streams in the config")
+    cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
+    return asyncio.run(serve(cfg, args.duration))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamguard.alerts.subscribe import format_event
+    from streamguard.samples import make_two_face_video
+
+    _check_duration(args)
+    overrides = _overrides(args)
+    untrained = args.checkpoint is None and not os.environ.get("STREAMGUARD_CHECKPOINT")
+    if untrained:
+        # Untrained weights: show the wiring. Every tracked face alerts at threshold 0.
+        overrides["model.arch"] = overrides["model.arch"] or "small"
+        if args.threshold is None:
+            overrides["scoring.threshold"] = 0.0
+    cfg = load_config(args.config, overrides)
+    video = args.video
+    if video is None:
+        video = DEMO_VIDEO
+        if not video.is_file():
+            log.info("generating the sample video (two real faces, H.264) at %s", video)
+            make_two_face_video(video, seconds=20.0)
+    cfg.ingest.realtime = True
+    cfg = cfg.model_copy(update={"streams": [StreamConfig(name="demo", url=str(video))]})
+    if untrained:
+        print(
+            f"\n*** DEMO WITH AN UNTRAINED MODEL ***\n{UNTRAINED_WARNING}\n"
+            f"The threshold is {cfg.scoring.threshold} so that every tracked face alerts: this shows the wiring "
+            "(video -> faces -> model -> window -> Redis), not a detection.\n",
+            flush=True,
+        )
+    print(f"playing {video} as a live stream; alerts from Redis channel {cfg.redis.channel}:", flush=True)
+    return asyncio.run(serve(cfg, args.duration, on_event=lambda e: print(format_event(e), flush=True)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamguard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="analyse live streams and publish alerts to Redis")
+    run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
+    _add_pipeline_options(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="embedded Redis + a generated two-face video played live; prints alerts")
+    demo.add_argument("--video", type=Path, help="play this file instead of the generated sample")
+    _add_pipeline_options(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    try:
+        return args.func(args)
+    except StreamguardError as err:
+        print(f"streamguard: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The micro-batcher, driven with the real tiny torch engine behind a recording wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from streamguard.config import BatcherConfig
+from streamguard.inference import BatcherClosed, CropsDropped, MicroBatcher
+from streamguard.inference.torch_engine import TorchEngine
+from streamguard.metrics import REGISTRY
+from streamguard.model import untrained_model
+
+SIZE = 32
+TIMEOUT = 10.0  # generous: every wait below ends on an event long before this
+
+
+class RecordingEngine:
+    """Passes calls to a real engine, recording batch sizes; optionally held at a gate,
+    and failing any batch that holds a crop whose first pixel is `poison`."""
+
+    def __init__(self, inner: TorchEngine, gated: bool = False, poison: int | None = None):
+        self.inner = inner
+        self.meta, self.embed_dim, self.input_size = inner.meta, inner.embed_dim, inner.input_size
+        self.batch_sizes: list[int] = []
+        self.entered = threading.Event()  # set when a call starts
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.poison = poison
+
+    def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batch_sizes.append(len(crops))
+        self.entered.set()
+        if not self.gate.wait(TIMEOUT):
+            raise TimeoutError("test gate never opened")
+        if self.poison is not None and (crops[:, 0, 0, 0] == self.poison).any():
+            raise RuntimeError("poisoned batch")
+        return self.inner.infer(crops)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.fixture(scope="module")
+def torch_engine() -> TorchEngine:
+    return TorchEngine(untrained_model("tiny", img_size=SIZE))
+
+
+def make_crops(n: int, seed: int, first_pixel: int | None = None) -> np.ndarray:
+    crops = np.random.default_rng(seed).integers(0, 250, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
+    if first_pixel is not None:
+        crops[:, 0, 0, 0] = first_pixel
+    return crops
+
+
+async def started(engine, **cfg) -> MicroBatcher:
+    batcher = MicroBatcher(engine, BatcherConfig(**cfg))
+    await batcher.start()
+    return batcher
+
+
+def dropped_total() -> float:
+    return REGISTRY.get_sample_value("streamguard_crops_dropped_total") or 0.0
+
+
+async def test_concurrent_callers_get_their_own_rows(torch_engine):
+    engine = RecordingEngine(torch_engine)
+    batcher = await started(engine, max_batch=4, max_wait_ms=50)
+    requests = [make_crops(n, seed) for seed, n in enumerate([1, 3, 2, 3, 1, 4, 2])]
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(c) for c in requests)), TIMEOUT)
+    finally:
+        await batcher.close()
+    for crops, (p_fake, embedding) in zip(requests, results):
+        ref_p, ref_e = torch_engine.infer(crops)
+        np.testing.assert_allclose(p_fake, ref_p, atol=1e-5)
+        np.testing.assert_allclose(embedding, ref_e, atol=1e-4)
+    assert max(engine.batch_sizes) <= 4  # requests of 3 and 4 crops were split to respect it
+    assert sum(engine.batch_sizes) == 16
+    assert len(engine.batch_sizes) == 4  # and the batches were full
+
+
+async def test_full_batch_goes_without_waiting(torch_engine):
+    engine = RecordingEngine(torch_engine)
+    batcher = await started(engine, max_batch=4, max_wait_ms=5000)
+    try:
+        # Would take 5 s (and time out) if the batcher waited for max_wait with a full batch.
+        await asyncio.wait_for(asyncio.gather(batcher.infer(make_crops(2, 0)), batcher.infer(make_crops(2, 1))), 2.0)
+    finally:
+        await batcher.close()
+    assert engine.batch_sizes == [4]
+
+
+async def test_partial_batch_waits_max_wait_then_goes(torch_engine):
+    engine = RecordingEngine(torch_engine)
+    batcher = await started(engine, max_batch=8, max_wait_ms=200)
+    loop = asyncio.get_running_loop()
+    try:
+        t0 = loop.time()
+        await asyncio.wait_for(batcher.infer(make_crops(1, 0)), TIMEOUT)
+        elapsed = loop.time() - t0
+    finally:
+        await batcher.close()
+    assert engine.batch_sizes == [1]
+    assert elapsed >= 0.195  # it waited for company ...
+    assert elapsed < 0.2 + 2.0  # ... then went alone, without a full batch
+
+
+async def test_overflow_drops_the_oldest_request(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0, queue_size=4)
+    before = dropped_total()
+    try:
+        in_flight = asyncio.create_task(batcher.infer(make_crops(2, 0)))
+        assert await asyncio.to_thread(engine.entered.wait, TIMEOUT)  # the engine holds it
+        oldest = asyncio.create_task(batcher.infer(make_crops(2, 1)))
+        middle = asyncio.create_task(batcher.infer(make_crops(2, 2)))
+        await asyncio.sleep(0)  # let both enqueue: the queue (4 crops) is now full
+        assert REGISTRY.get_sample_value("streamguard_crop_queue_depth") == 4
+        newest = asyncio.create_task(batcher.infer(make_crops(2, 3)))
+        with pytest.raises(CropsDropped, match="model queue"):
+            await asyncio.wait_for(oldest, TIMEOUT)
+        assert dropped_total() - before == 2
+        engine.gate.set()
+        results = await asyncio.wait_for(asyncio.gather(in_flight, middle, newest), TIMEOUT)
+    finally:
+        engine.gate.set()
+        await batcher.close()
+    assert [len(p) for p, _ in results] == [2, 2, 2]
+    assert engine.batch_sizes == [2, 2, 2]
+
+
+async def test_request_larger_than_the_queue_is_dropped(torch_engine):
+    batcher = await started(RecordingEngine(torch_engine), queue_size=3)
+    before = dropped_total()
+    try:
+        with pytest.raises(CropsDropped):
+            await batcher.infer(make_crops(4, 0))
+    finally:
+        await batcher.close()
+    assert dropped_total() - before == 4
+
+
+async def test_engine_error_fails_only_that_batch(torch_engine):
+    engine = RecordingEngine(torch_engine, poison=255)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0)
+    try:
+        good_before = asyncio.create_task(batcher.infer(make_crops(2, 0)))
+        bad = asyncio.create_task(batcher.infer(make_crops(2, 1, first_pixel=255)))
+        good_after = asyncio.create_task(batcher.infer(make_crops(2, 2)))
+        with pytest.raises(RuntimeError, match="poisoned batch"):
+            await asyncio.wait_for(bad, TIMEOUT)
+        for task in (good_before, good_after):
+            p_fake, _ = await asyncio.wait_for(task, TIMEOUT)
+            assert p_fake.shape == (2,)
+        # The batcher keeps serving after the failure.
+        p_fake, _ = await asyncio.wait_for(batcher.infer(make_crops(1, 3)), TIMEOUT)
+        assert p_fake.shape == (1,)
+    finally:
+        await batcher.close()
+    assert engine.batch_sizes == [2, 2, 2, 1]
+
+
+async def test_close_fails_pending_requests_and_stops_the_worker(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0)
+    in_flight = asyncio.create_task(batcher.infer(make_crops(2, 0)))
+    assert await asyncio.to_thread(engine.entered.wait, TIMEOUT)
+    waiting = asyncio.create_task(batcher.infer(make_crops(2, 1)))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(batcher.close())
+    engine.gate.set()  # close() waits for the engine call in flight to end
+    await asyncio.wait_for(closing, TIMEOUT)
+    for task in (in_flight, waiting):
+        with pytest.raises(BatcherClosed):
+            await task
+    with pytest.raises(BatcherClosed):
+        await batcher.infer(make_crops(1, 2))
+    await batcher.close()  # a second close is harmless
+    assert not any(t.name.startswith("streamguard-infer") for t in threading.enumerate())
+
+
+async def test_rejects_bad_crops_before_queueing(torch_engine):
+    batcher = await started(RecordingEngine(torch_engine))
+    try:
+        with pytest.raises(ValueError, match="must be uint8"):
+            await batcher.infer(make_crops(1, 0).astype(np.float32))
+    finally:
+        await batcher.close()
