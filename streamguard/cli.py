@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -28,6 +29,8 @@ log = logging.getLogger("streamguard")
 
 EXIT_BAD_INPUT = 2
 EXIT_STREAM_FAILED = 3
+# Modules that add subcommands: each has `register(subparsers)`; keeps this file small.
+COMMAND_MODULES: tuple[str, ...] = ()
 DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
 
 UNTRAINED_WARNING = (
@@ -187,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--video", type=Path, help="play this file instead of the generated sample")
     _add_pipeline_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

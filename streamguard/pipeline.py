@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,8 +24,8 @@ import numpy as np
 
 from streamguard import metrics
 from streamguard.alerts.events import EventV1, ModelInfo
-from streamguard.config import Config, StreamConfig
-from streamguard.errors import SourceError
+from streamguard.config import Config, IngestConfig, StreamConfig
+from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
 from streamguard.inference.batcher import CropsDropped, MicroBatcher
 from streamguard.inference.engine import Engine
@@ -43,6 +44,18 @@ class EventPublisher(Protocol):
     def publish(self, event: EventV1) -> None: ...
 
 
+class Source(Protocol):
+    """Something that fills a stream's frame queue until it ends (PyAV, WebRTC)."""
+
+    state: str
+
+    async def run(self) -> None: ...
+
+
+SourceFactory = Callable[[StreamConfig, IngestConfig, LatestQueue[Frame]], Source]
+SampleHook = Callable[[Sample], None]
+
+
 @dataclass
 class StreamReport:
     name: str
@@ -58,14 +71,22 @@ class StreamWorker:
     """One stream: its source task, its analysis loop and its detection thread."""
 
     def __init__(
-        self, stream: StreamConfig, cfg: Config, batcher: MicroBatcher, sink: EventPublisher, model: ModelInfo
+        self,
+        stream: StreamConfig,
+        cfg: Config,
+        batcher: MicroBatcher,
+        sink: EventPublisher,
+        model: ModelInfo,
+        source_factory: SourceFactory | None = None,
+        on_sample: SampleHook | None = None,
     ) -> None:
         self.stream = stream
         self.cfg = cfg
         self.batcher = batcher
         self.sink = sink
+        self.on_sample = on_sample
         self.queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
-        self.source = StreamSource(stream, cfg.ingest, self.queue)
+        self.source = (source_factory or StreamSource)(stream, cfg.ingest, self.queue)
         self.scorer = StreamScorer(stream.name, cfg.scoring, model)
         self.error: str | None = None
         self.frames_analysed = 0
@@ -123,7 +144,10 @@ class StreamWorker:
                 continue
             metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)
             for face, p, emb in zip(faces, p_fake, embeddings):
-                event = self.scorer.add(Sample(face, float(p), emb))
+                sample = Sample(face, float(p), emb)
+                if self.on_sample is not None:
+                    self.on_sample(sample)
+                event = self.scorer.add(sample)
                 if event is not None:
                     self._emit([event])
 
@@ -145,34 +169,92 @@ class StreamWorker:
 
 
 class Pipeline:
-    """All streams, one shared micro-batcher, one event sink."""
+    """All streams, one shared micro-batcher, one event sink.
 
-    def __init__(self, cfg: Config, engine: Engine, sink: EventPublisher) -> None:
+    Streams can be added and removed while it runs (the control API and WHIP do);
+    each runs as a task owned here. `start` and `close` bracket its life; `run` is
+    the whole life for the CLI.
+    """
+
+    def __init__(
+        self, cfg: Config, engine: Engine, sink: EventPublisher, on_sample: SampleHook | None = None
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.sink = sink
+        self.on_sample = on_sample
         meta = engine.meta
         self.model_info = ModelInfo(name=meta.name, digest=meta.digest, trained=meta.trained)
-        self.workers: list[StreamWorker] = []
+        self.batcher = MicroBatcher(engine, cfg.batcher)
+        self.workers: dict[str, StreamWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reports: list[StreamReport] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        for stream in self.cfg.streams:
+            self.add_stream(stream)
+
+    def add_stream(self, stream: StreamConfig, source_factory: SourceFactory | None = None) -> StreamWorker:
+        """Start analysing a stream; its name must be new."""
+        if stream.name in self.workers:
+            raise StreamguardError(f"stream {stream.name} already exists")
+        worker = StreamWorker(stream, self.cfg, self.batcher, self.sink, self.model_info, source_factory, self.on_sample)
+        task = asyncio.create_task(worker.run(), name=f"stream-{stream.name}")
+        self.workers[stream.name] = worker
+        self._tasks[stream.name] = task
+        self._idle.clear()
+        task.add_done_callback(lambda t, name=stream.name: self._finished(name, t))
+        return worker
+
+    async def remove_stream(self, name: str) -> StreamReport:
+        """Stop a stream (its open alerts are cleared) and forget it."""
+        task = self._tasks.get(name)
+        if task is None:
+            raise StreamguardError(f"no stream named {name}")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return self.workers.pop(name).report()
+
+    def _finished(self, name: str, task: asyncio.Task[None]) -> None:
+        worker = self.workers[name]
+        if not task.cancelled() and task.exception() is not None:
+            err = task.exception()
+            worker.error = worker.error or f"stream {name}: internal error: {err!r}"
+            log.error("stream %s failed", name, exc_info=err)
+        self._tasks.pop(name, None)
+        self._reports.append(worker.report())
+        if not self._tasks:
+            self._idle.set()
+
+    async def wait(self, stop: asyncio.Event, duration: float | None = None, until_idle: bool = True) -> None:
+        """Until `stop` is set, `duration` passes, or (with `until_idle`) every stream has ended."""
+        waits = [asyncio.create_task(stop.wait(), name="stop")]
+        if until_idle:
+            waits.append(asyncio.create_task(self._idle.wait(), name="idle"))
+        try:
+            await asyncio.wait(waits, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def close(self) -> list[StreamReport]:
+        """Stop every stream and the batcher; the reports of every stream this pipeline ran."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.batcher.close()
+        return list(self._reports)
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> list[StreamReport]:
-        """Run every stream until all end, `stop` is set, or `duration` seconds pass."""
-        batcher = MicroBatcher(self.engine, self.cfg.batcher)
-        await batcher.start()
-        self.workers = [StreamWorker(s, self.cfg, batcher, self.sink, self.model_info) for s in self.cfg.streams]
-        tasks = [asyncio.create_task(w.run(), name=f"stream-{w.stream.name}") for w in self.workers]
-        stopper = asyncio.create_task(stop.wait(), name="stop")
+        """Run the configured streams until all end, `stop` is set, or `duration` seconds pass."""
+        await self.start()
         try:
-            all_done = asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.wait([all_done, stopper], timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            await self.wait(stop, duration)
         finally:
-            stopper.cancel()
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
-            await batcher.close()
-        for worker, result in zip(self.workers, results):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                worker.error = worker.error or f"stream {worker.stream.name}: internal error: {result!r}"
-                log.error("stream %s failed", worker.stream.name, exc_info=result)
-        return [w.report() for w in self.workers]
+            reports = await self.close()
+        return reports
