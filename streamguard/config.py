@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, field_validator, model_validator
 
 from streamguard.errors import ConfigError
 
@@ -30,6 +30,7 @@ class StreamConfig(_Section):
 
     name: str = Field(description="Stream name used in events, metrics and logs")
     url: str = Field(min_length=1, description="Any URL FFmpeg opens: rtsp://, file path, http(s)://, srt://, rtmp://")
+    scoring: dict[str, Any] = Field(default_factory=dict, description="Overrides of `scoring` fields for this stream")
 
     @field_validator("name")
     @classmethod
@@ -48,6 +49,51 @@ class IngestConfig(_Section):
     reconnect: bool = Field(True, description="Reconnect a live source that drops after it was live")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(30.0, gt=0, le=600, description="Largest reconnect delay")
+    stall_timeout_s: float = Field(10.0, gt=0, le=600, description="A live stream with no frame for this long is stalled and reconnected")
+    retry_first_open: bool = Field(
+        False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
+    )
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:8080`) -> (host, port); ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, e.g. 127.0.0.1:8080, got {text!r}")
+    return host, int(port)
+
+
+class HttpConfig(_Section):
+    """The HTTP server: control API, WHIP, /metrics and /healthz."""
+
+    bind: str | None = Field(None, description="HOST:PORT to serve on, e.g. 127.0.0.1:8080 (port 0: any free port); none = no server")
+    token: str | None = Field(
+        None, min_length=1, description="When set, every endpoint but /healthz and /metrics needs 'Authorization: Bearer <token>'"
+    )
+    max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024, description="Larger request bodies get 413 (an SDP offer is a few kB)")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins whose browser pages may call the API and WHIP; [] = no CORS headers"
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_bind(v)
+        return v
+
+
+class WebRTCConfig(_Section):
+    """WebRTC ingest (WHIP in, WHEP pull): the addresses ICE offers to the other side."""
+
+    host_interfaces: bool = Field(True, description="Offer ICE host candidates on this machine's interfaces (loopback excluded)")
+    additional_hosts: list[IPvAnyAddress] = Field(
+        default_factory=list,
+        description="More ICE host addresses (MediaMTX's webrtcAdditionalHosts): an address of this machine (127.0.0.1 for "
+        "clients on the same machine) is listened on; any other (the public side of a 1:1 NAT) is offered with the ports "
+        "of the interface candidates",
+    )
 
 
 class DetectorConfig(_Section):
@@ -55,13 +101,34 @@ class DetectorConfig(_Section):
         "full_range", description="BlazeFace variant: full_range finds small/far faces, short_range is for faces near the camera"
     )
     model_path: Path | None = Field(None, description="A BlazeFace short-range .tflite to use instead of the one inside mediapipe")
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="Minimum detection score (below 0.6 false faces appear)")
+    min_confidence: float = Field(
+        0.6, ge=0.0, le=1.0, description="Minimum detection score for a new face (below 0.6 false faces appear)"
+    )
+    low_confidence: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Detections from here up to min_confidence may only continue a tracked face (ByteTrack's second stage)",
+    )
     min_face_px: int = Field(32, ge=1, le=4096, description="Ignore faces narrower than this many pixels")
+    detect_every: int = Field(
+        1, ge=1, le=100, description="Run the detector on every k-th analysed frame; in between, tracked faces are predicted"
+    )
 
 
 class TrackerConfig(_Section):
-    iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU to continue a track")
-    max_missed_s: float = Field(1.0, ge=0.0, le=60.0, description="Keep a track this long without a detection before ending it")
+    iou_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Minimum IoU with a track's predicted box to continue it")
+    max_missed_s: float = Field(
+        1.0, ge=0.0, le=60.0, description="Follow a missed face by motion this long (a track without an appearance then ends)"
+    )
+    reid_window_s: float = Field(
+        5.0, ge=0.0, le=600.0,
+        description="A lost face with an appearance can come back under its old id this long; only then it ends (0 = off)",
+    )
+    reid_threshold: float = Field(
+        0.75, ge=-1.0, le=1.0, description="Minimum cosine between embeddings to give a new face a lost face's id"
+    )
+    reid_position_weight: float = Field(
+        0.1, ge=0.0, le=10.0, description="Re-id cost per frame diagonal between where a face was lost and where a new one appears"
+    )
 
 
 class CropConfig(_Section):
@@ -86,13 +153,31 @@ class BatcherConfig(_Section):
 
 
 class ScoringConfig(_Section):
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Window score at or above which a track alerts")
+    """How one identity's scores become alerts; `streams[].scoring` overrides any field per stream."""
+
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Window score at or above which an identity alerts; none = the engine's calibrated threshold, else 0.5",
+    )
     hysteresis: float = Field(0.1, ge=0.0, le=1.0, description="An alert clears below threshold - hysteresis")
     window_s: float = Field(4.0, gt=0.0, le=600.0, description="Sliding window length in seconds")
+    policy: Literal["mean", "trimmed_mean", "ema", "quantile"] = Field(
+        "mean", description="Window score: mean (FSFM video protocol), trimmed_mean, ema (recent samples weigh more), quantile"
+    )
+    trim: float = Field(0.1, ge=0.0, lt=0.5, description="trimmed_mean: fraction cut from each end")
+    ema_half_life_s: float = Field(1.0, gt=0.0, le=600.0, description="ema: age at which a sample weighs half")
+    quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile: which quantile of the window")
     min_samples: int = Field(5, ge=1, le=10000, description="Samples in the window needed before a verdict")
-    cooldown_s: float = Field(10.0, ge=0.0, le=86400.0, description="After a clear, the same track cannot alert again for this long")
+    min_alert_duration_s: float = Field(
+        0.0, ge=0.0, le=3600.0, description="The score must stay at or above the threshold this long before an alert"
+    )
+    cooldown_s: float = Field(10.0, ge=0.0, le=86400.0, description="After a clear, the same identity cannot alert again for this long")
     update_interval_s: float = Field(2.0, gt=0.0, le=3600.0, description="Shortest time between two updates of one alert")
-    update_min_delta: float = Field(0.05, ge=0.0, le=1.0, description="An update is sent only when the score moved this much")
+    update_min_delta: float = Field(0.05, ge=0.0, le=1.0, description="An update is sent when the score moved this much...")
+    heartbeat_s: float = Field(30.0, gt=0.0, le=86400.0, description="...or when no update was sent for this long")
+    scores_interval_s: float = Field(
+        1.0, ge=0.0, le=3600.0, description="Live scores of every identity, per stream, at most this often; 0 = off"
+    )
 
 
 class RedisConfig(_Section):
@@ -101,6 +186,11 @@ class RedisConfig(_Section):
     stream_key: str = Field("streamguard:events", min_length=1, description="Redis Stream holding every event durably")
     maxlen: int = Field(100_000, ge=1, description="Approximate MAXLEN of the event Stream")
     buffer_size: int = Field(10_000, ge=1, le=10_000_000, description="Events held while Redis is unreachable; beyond it the oldest are dropped and counted")
+    scores_channel_prefix: str = Field("streamguard:scores:", min_length=1, description="Live scores go to PREFIX<stream>")
+    thumbnails: bool = Field(True, description="Store JPEG thumbnails (face crop, frame) of each alert in Redis")
+    thumbnail_prefix: str = Field("streamguard:thumb:", min_length=1, description="Thumbnail keys: PREFIX<alert id>:face|frame")
+    thumbnail_ttl_s: int = Field(86_400, ge=1, description="Thumbnails expire after this many seconds")
+    thumbnail_frame_width: int = Field(320, ge=32, le=4096, description="Width of the frame thumbnail in pixels")
 
 
 class Config(_Section):
@@ -113,6 +203,8 @@ class Config(_Section):
     batcher: BatcherConfig = Field(default_factory=BatcherConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
 
     @field_validator("streams")
     @classmethod
@@ -123,10 +215,29 @@ class Config(_Section):
             raise ValueError(f"duplicate stream names: {', '.join(dupes)}")
         return v
 
+    @model_validator(mode="after")
+    def _valid_stream_scoring(self) -> "Config":
+        for i, stream in enumerate(self.streams):
+            try:
+                self.scoring_for(stream)
+            except ValidationError as err:
+                first = err.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+                raise ValueError(f"streams.{i}.scoring.{field}: {msg}") from None
+        return self
+
+    def scoring_for(self, stream: StreamConfig) -> ScoringConfig:
+        """The global scoring config with this stream's overrides applied."""
+        if not stream.scoring:
+            return self.scoring
+        return ScoringConfig.model_validate({**self.scoring.model_dump(), **stream.scoring})
+
 
 # Environment variable -> dotted config path.
 ENV_OVERRIDES: dict[str, str] = {
     "STREAMGUARD_REDIS_URL": "redis.url",
+    "STREAMGUARD_HTTP_TOKEN": "http.token",
     "STREAMGUARD_CHECKPOINT": "model.checkpoint",
     "STREAMGUARD_THRESHOLD": "scoring.threshold",
 }
@@ -144,11 +255,14 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(root)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if not first["loc"]:  # a check across fields names its own field
+        field, _, msg = msg.partition(": ")
+    else:
+        field = ".".join(str(p) for p in first["loc"])
     return f"{origin}: invalid value for '{field}': {msg}{more}"
 
 

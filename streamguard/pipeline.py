@@ -23,7 +23,8 @@ from typing import Protocol
 import numpy as np
 
 from streamguard import metrics
-from streamguard.alerts.events import EventV1, ModelInfo
+from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1
+from streamguard.alerts.thumbnails import alert_thumbnails
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
@@ -33,7 +34,7 @@ from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source import StreamSource
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
-from streamguard.types import Frame, Sample
+from streamguard.types import Face, Frame, Sample
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 class EventPublisher(Protocol):
     """Where events go (Redis in `run`, a file in offline analysis)."""
 
-    def publish(self, event: EventV1) -> None: ...
+    def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None: ...
+
+    def publish_scores(self, scores: ScoresV1) -> None: ...
 
 
 class Source(Protocol):
@@ -77,6 +80,7 @@ class StreamWorker:
         batcher: MicroBatcher,
         sink: EventPublisher,
         model: ModelInfo,
+        calibrated_threshold: float | None = None,
         source_factory: SourceFactory | None = None,
         on_sample: SampleHook | None = None,
     ) -> None:
@@ -87,7 +91,8 @@ class StreamWorker:
         self.on_sample = on_sample
         self.queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
         self.source = (source_factory or StreamSource)(stream, cfg.ingest, self.queue)
-        self.scorer = StreamScorer(stream.name, cfg.scoring, model)
+        self.scorer = StreamScorer(stream.name, cfg.scoring_for(stream), model, calibrated_threshold)
+        self._scores_due = 0.0
         self.error: str | None = None
         self.frames_analysed = 0
         self.faces = 0
@@ -149,12 +154,27 @@ class StreamWorker:
                     self.on_sample(sample)
                 event = self.scorer.add(sample)
                 if event is not None:
-                    self._emit([event])
+                    self._emit([event], frame if event.type == "alert" else None, face)
+            self._publish_scores(frame.wall_ts)
 
-    def _emit(self, events: list[EventV1]) -> None:
+    def _emit(self, events: list[EventV1], frame: Frame | None = None, face: Face | None = None) -> None:
+        """Publish events; an alert (given its frame and face) carries thumbnails when enabled."""
         for event in events:
             self.events += 1
-            self.sink.publish(event)
+            attachments = None
+            if frame is not None and face is not None and self.cfg.redis.thumbnails:
+                prefix = f"{self.cfg.redis.thumbnail_prefix}{event.id}:"
+                blobs = alert_thumbnails(face.crop, frame.rgb, self.cfg.redis.thumbnail_frame_width)
+                attachments = {prefix + kind: blob for kind, blob in blobs.items()}
+                event = event.model_copy(update={"thumbnails": {kind: prefix + kind for kind in blobs}})
+            self.sink.publish(event, attachments)
+
+    def _publish_scores(self, now: float) -> None:
+        interval = self.scorer.cfg.scores_interval_s
+        if interval <= 0 or now < self._scores_due or not self.scorer.identities:
+            return
+        self._scores_due = now + interval
+        self.sink.publish_scores(self.scorer.scores(now))
 
     def report(self) -> StreamReport:
         return StreamReport(
@@ -201,7 +221,10 @@ class Pipeline:
         """Start analysing a stream; its name must be new."""
         if stream.name in self.workers:
             raise StreamguardError(f"stream {stream.name} already exists")
-        worker = StreamWorker(stream, self.cfg, self.batcher, self.sink, self.model_info, source_factory, self.on_sample)
+        worker = StreamWorker(
+            stream, self.cfg, self.batcher, self.sink, self.model_info,
+            self.engine.meta.threshold, source_factory, self.on_sample,
+        )
         task = asyncio.create_task(worker.run(), name=f"stream-{stream.name}")
         self.workers[stream.name] = worker
         self._tasks[stream.name] = task

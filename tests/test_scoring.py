@@ -37,21 +37,21 @@ def run(lifecycle, scores, dt=0.2):
 
 
 def test_needs_min_samples_before_alerting():
-    verdicts = run(AlertLifecycle(CFG), [0.9] * 10)
+    verdicts = run(AlertLifecycle(CFG, CFG.threshold), [0.9] * 10)
     assert [v.type for _, v in verdicts] == ["alert"]
     assert verdicts[0][0] == CFG.min_samples - 1
 
 
 def test_hysteresis_and_clear():
     scores = [0.9] * 6 + [0.45] * 5 + [0.39]
-    verdicts = run(AlertLifecycle(CFG), scores)
+    verdicts = run(AlertLifecycle(CFG, CFG.threshold), scores)
     assert [v.type for _, v in verdicts] == ["alert", "clear"]
     assert verdicts[1][0] == len(scores) - 1  # 0.45 is inside the hysteresis band
     assert verdicts[0][1].alert_id == verdicts[1][1].alert_id
 
 
 def test_cooldown_blocks_realert():
-    lc = AlertLifecycle(CFG)
+    lc = AlertLifecycle(CFG, CFG.threshold)
     assert lc.step(0.0, 0.9, 5).type == "alert"
     assert lc.step(1.0, 0.1, 5).type == "clear"
     assert lc.step(5.0, 0.9, 5) is None  # 4 s after clear < cooldown 10 s
@@ -60,7 +60,7 @@ def test_cooldown_blocks_realert():
 
 
 def test_updates_are_rate_limited_and_need_movement():
-    lc = AlertLifecycle(CFG)
+    lc = AlertLifecycle(CFG, CFG.threshold)
     assert lc.step(0.0, 0.60, 5).type == "alert"
     assert lc.step(1.0, 0.80, 5) is None  # moved but too soon
     assert lc.step(2.5, 0.61, 5) is None  # time passed but has not moved
@@ -69,7 +69,7 @@ def test_updates_are_rate_limited_and_need_movement():
 
 
 def test_end_clears_only_open_alerts():
-    lc = AlertLifecycle(CFG)
+    lc = AlertLifecycle(CFG, CFG.threshold)
     assert lc.end(0.0, "track_ended") is None
     lc.step(0.0, 0.9, 5)
     v = lc.end(1.0, "track_ended")
@@ -81,7 +81,7 @@ def test_end_clears_only_open_alerts():
 def test_lifecycle_is_well_formed(scores):
     """Any score sequence gives alert (update*) clear ... with one id per episode and no
     alert below threshold or below min_samples."""
-    lc = AlertLifecycle(CFG)
+    lc = AlertLifecycle(CFG, CFG.threshold)
     open_id = None
     for i, s in enumerate(scores):
         samples = min(i + 1, 20)
@@ -150,3 +150,88 @@ def test_scorer_restarts_window_when_clock_goes_back():
     # sample is not enough to clear
     events = [scorer.add(_sample(i * 0.2, 0.1)) for i in range(5)]
     assert [e and e.type for e in events] == [None, None, None, None, "clear"]
+
+
+# --- policies, duration, heartbeat, thresholds ---------------------------------
+
+from streamguard.config import build_config  # noqa: E402
+from streamguard.scoring.scorer import resolve_threshold  # noqa: E402
+from streamguard.scoring.window import make_policy  # noqa: E402
+
+
+def scored(policy_cfg: dict, samples: list[tuple[float, float]]) -> float:
+    w = SlidingWindow(100.0, make_policy(ScoringConfig(**policy_cfg)))
+    for t, p in samples:
+        w.add(t, p)
+    return w.score()
+
+
+def test_policies_on_a_known_window():
+    samples = [(0.0, 0.0), (1.0, 0.2), (2.0, 0.4), (3.0, 0.6), (4.0, 1.0)]
+    assert scored({"policy": "mean"}, samples) == pytest.approx(0.44)
+    assert scored({"policy": "trimmed_mean", "trim": 0.2}, samples) == pytest.approx(0.4)  # drops 0.0 and 1.0
+    assert scored({"policy": "quantile", "quantile": 0.5}, samples) == pytest.approx(0.4)
+    w = np.exp2(-np.array([4.0, 3, 2, 1, 0]) / 1.0)
+    ema = (w * np.array([0.0, 0.2, 0.4, 0.6, 1.0])).sum() / w.sum()
+    assert scored({"policy": "ema", "ema_half_life_s": 1.0}, samples) == pytest.approx(ema)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40),
+       st.sampled_from(["mean", "trimmed_mean", "ema", "quantile"]))
+def test_every_policy_stays_within_the_samples(ps, policy):
+    score = scored({"policy": policy}, [(i * 0.2, p) for i, p in enumerate(ps)])
+    assert min(ps) - 1e-9 <= score <= max(ps) + 1e-9
+
+
+def test_trimmed_mean_ignores_a_burst_the_mean_does_not():
+    burst = [(i * 0.2, 0.05) for i in range(18)] + [(3.6, 1.0), (3.8, 1.0)]
+    assert scored({"policy": "mean"}, burst) > scored({"policy": "trimmed_mean", "trim": 0.2}, burst)
+
+
+def test_min_alert_duration():
+    cfg = CFG.model_copy(update={"min_alert_duration_s": 1.0})
+    lc = AlertLifecycle(cfg, 0.5)
+    assert lc.step(0.0, 0.9, 5) is None
+    assert lc.step(0.6, 0.9, 5) is None
+    assert lc.step(0.8, 0.3, 5) is None  # dipped: the clock restarts
+    assert lc.step(1.4, 0.9, 5) is None
+    assert lc.step(2.2, 0.9, 5) is None
+    assert lc.step(2.4, 0.9, 5).type == "alert"
+
+
+def test_heartbeat_update_without_movement():
+    lc = AlertLifecycle(CFG.model_copy(update={"heartbeat_s": 5.0}), 0.5)
+    lc.step(0.0, 0.8, 5)
+    assert lc.step(4.9, 0.8, 5) is None
+    beat = lc.step(5.0, 0.8, 5)
+    assert (beat.type, beat.reason) == ("update", "heartbeat")
+
+
+def test_threshold_precedence():
+    assert resolve_threshold(ScoringConfig(threshold=0.7), 0.3) == (0.7, "config")
+    assert resolve_threshold(ScoringConfig(), 0.3) == (0.3, "calibrated")
+    assert resolve_threshold(ScoringConfig(), None) == (0.5, "default")
+    scorer = StreamScorer("s", ScoringConfig(min_samples=1), ModelInfo(name="m", digest="d", trained=True), 0.3)
+    event = scorer.add(_sample(0.0, 0.35))
+    assert (event.type, event.threshold, event.threshold_source) == ("alert", 0.3, "calibrated")
+
+
+def test_per_stream_overrides():
+    cfg = build_config({"scoring": {"threshold": 0.6, "window_s": 8},
+                        "streams": [{"name": "a", "url": "x"}, {"name": "b", "url": "y", "scoring": {"threshold": 0.9}}]})
+    a, b = (cfg.scoring_for(s) for s in cfg.streams)
+    assert (a.threshold, a.window_s) == (0.6, 8)
+    assert (b.threshold, b.window_s) == (0.9, 8)
+
+
+def test_scores_snapshot_lists_every_identity():
+    scorer = _scorer()
+    for i in range(6):
+        scorer.add(_sample(i * 0.2, 0.9, track=1))
+        scorer.add(_sample(i * 0.2, 0.1, track=2))
+    snap = scorer.scores(ts=5.0)
+    by_track = {s.track: s for s in snap.identities}
+    assert by_track[1].score == pytest.approx(0.9) and by_track[1].alert_id is not None
+    assert by_track[2].score == pytest.approx(0.1) and by_track[2].alert_id is None
+    assert '"schema":"streamguard.scores.v1"' in snap.to_json()

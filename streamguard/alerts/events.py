@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA = "streamguard.event.v1"
 
+SCORES_SCHEMA = "streamguard.scores.v1"
+
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Box = tuple[Unit, Unit, Unit, Unit]
+ThresholdSource = Literal["config", "calibrated", "default"]
 
 
 class ModelInfo(BaseModel):
@@ -39,14 +43,77 @@ class EventV1(BaseModel):
     samples: int = Field(ge=0, description="Samples in the window")
     ts: float = Field(description="Unix seconds when the frame behind this verdict arrived")
     pts: float = Field(description="Seconds in the stream's timeline")
-    box: tuple[Unit, Unit, Unit, Unit] = Field(description="Face box x0, y0, x1, y1 normalised to the frame")
+    box: Box = Field(description="Face box x0, y0, x1, y1 normalised to the frame")
     model: ModelInfo
-    reason: str = Field(description="threshold | changed | below_threshold | track_ended | stream_ended | shutdown")
+    reason: str = Field(description="threshold | changed | heartbeat | below_threshold | track_ended | stream_ended | shutdown")
+    threshold_source: ThresholdSource | None = Field(
+        None, description="config (set by the user), calibrated (from the engine's metadata) or default (0.5)"
+    )
+    policy: str | None = Field(None, description="Window policy: mean, trimmed_mean, ema, quantile")
+    thumbnails: dict[str, str] | None = Field(
+        None, description="Redis keys of JPEG thumbnails (face crop, frame) stored with a TTL; alerts only"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
 
 
+class IdentityScore(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    track: int
+    score: Unit
+    samples: int
+    alert_id: str | None = Field(description="The open alert's id, if the identity is alerting")
+    pts: float
+    box: Box
+
+
+class ScoresV1(BaseModel):
+    """Live window scores of every identity of one stream (a low-rate channel for dashboards)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["streamguard.scores.v1"] = Field(SCORES_SCHEMA, alias="schema")
+    type: Literal["scores"] = "scores"
+    stream: str
+    ts: float
+    threshold: Unit
+    identities: list[IdentityScore]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+StreamState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "failed"]
+
+
+class StreamEventV1(BaseModel):
+    """A stream's ingest state changed (same channel and Stream as alerts, `type: "stream"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["streamguard.event.v1"] = Field(SCHEMA, alias="schema")
+    type: Literal["stream"] = "stream"
+    stream: str
+    state: StreamState = Field(description="connecting | live | stalled | reconnecting | ended | failed")
+    detail: str = Field(description="Why, in one line: the resolution when live, the error when reconnecting or failed")
+    ts: float = Field(description="Unix seconds of the change")
+    url: str = Field(description="The source URL with credentials replaced by ***")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+AnyEventV1 = Annotated[EventV1 | StreamEventV1, Field(discriminator="type")]
+_ANY_EVENT: TypeAdapter[EventV1 | StreamEventV1] = TypeAdapter(AnyEventV1)
+
+
 def parse_event(data: str | bytes) -> EventV1:
     """Parse and validate an event JSON (raises pydantic.ValidationError)."""
     return EventV1.model_validate_json(data)
+
+
+def parse_any_event(data: str | bytes) -> EventV1 | StreamEventV1:
+    """Parse any entry of the event channel/Stream: a face verdict or a stream state change."""
+    return _ANY_EVENT.validate_json(data)

@@ -7,6 +7,11 @@ trimmed to ~MAXLEN). When Redis is unreachable the buffer holds events and the t
 retries with back-off; when the buffer is full the oldest event is dropped, counted
 in `streamguard_events_dropped` and logged once per burst. Delivery is at least
 once: a batch interrupted mid-send is sent again.
+
+An alert may carry attachments (its JPEG thumbnails): they are SET with a TTL in
+the same round trip, before the event that names them. Live scores are different:
+only the newest snapshot per stream matters, so they sit in a one-per-stream slot,
+go to pub/sub only, and never take room from events in the buffer.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from dataclasses import dataclass
 from itertools import islice
 
 import redis.asyncio as aioredis
@@ -24,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from streamguard import metrics
-from streamguard.alerts.events import EventV1
+from streamguard.alerts.events import EventV1, ScoresV1
 from streamguard.config import RedisConfig
 from streamguard.ingest.urls import redact_url
 
@@ -35,13 +41,22 @@ BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    type: str
+    payload: str  # the event JSON
+    attachments: dict[str, bytes]
+
+
 class RedisSink:
     """Owns the event buffer, the Redis client and the task that drains one into the other."""
 
     def __init__(self, cfg: RedisConfig, url: str) -> None:
         self.cfg = cfg
         self.url = url
-        self._buffer: deque[tuple[int, str, str]] = deque()  # (seq, type, json)
+        self._buffer: deque[_Pending] = deque()
+        self._scores: dict[str, str] = {}  # stream -> newest snapshot JSON
         self._seq = 0
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
@@ -59,8 +74,8 @@ class RedisSink:
         )
         self._task = asyncio.create_task(self._drain_forever(), name="redis-sink")
 
-    def publish(self, event: EventV1) -> None:
-        """Queue an event for delivery; never blocks, never raises on Redis trouble."""
+    def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None:
+        """Queue an event (and blobs to store under the keys it names); never blocks or raises."""
         if len(self._buffer) >= self.cfg.buffer_size:
             self._buffer.popleft()
             self.dropped += 1
@@ -69,9 +84,14 @@ class RedisSink:
                 self._dropping = True
                 log.warning("event buffer full (%d): dropping oldest events until Redis catches up", self.cfg.buffer_size)
         self._seq += 1
-        self._buffer.append((self._seq, event.type, event.to_json()))
+        self._buffer.append(_Pending(self._seq, event.type, event.to_json(), attachments or {}))
         metrics.EVENT_BUFFER_DEPTH.set(len(self._buffer))
         self._drained.clear()
+        self._wakeup.set()
+
+    def publish_scores(self, scores: ScoresV1) -> None:
+        """Replace the stream's pending live-scores snapshot; pub/sub only, best effort."""
+        self._scores[scores.stream] = scores.to_json()
         self._wakeup.set()
 
     @property
@@ -107,14 +127,15 @@ class RedisSink:
         backoff = BACKOFF_INITIAL_S
         up: bool | None = None
         while True:
-            if not self._buffer:
+            if not self._buffer and not self._scores:
                 self._drained.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             batch = list(islice(self._buffer, SEND_BATCH))
+            scores, self._scores = self._scores, {}
             try:
-                await self._send(batch)
+                await self._send(batch, scores)
             except (RedisConnectionError, RedisTimeoutError, OSError) as err:
                 if up is not False:
                     log.warning("Redis unavailable at %s (%s); buffering events", redact_url(self.url), err)
@@ -129,22 +150,28 @@ class RedisSink:
                 metrics.REDIS_UP.set(1)
                 up = True
             backoff = BACKOFF_INITIAL_S
-            self._forget_through(batch[-1][0])
-            for _, etype, _ in batch:
-                metrics.EVENTS_PUBLISHED.labels(etype).inc()
+            if not batch:
+                continue
+            self._forget_through(batch[-1].seq)
+            for item in batch:
+                metrics.EVENTS_PUBLISHED.labels(item.type).inc()
             self.published += len(batch)
 
-    async def _send(self, batch: list[tuple[int, str, str]]) -> None:
+    async def _send(self, batch: list[_Pending], scores: dict[str, str]) -> None:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=False)
-        for _, _, payload in batch:
-            pipe.publish(self.cfg.channel, payload)
-            pipe.xadd(self.cfg.stream_key, {"event": payload}, maxlen=self.cfg.maxlen, approximate=True)
+        for item in batch:
+            for key, blob in item.attachments.items():
+                pipe.set(key, blob, ex=self.cfg.thumbnail_ttl_s)
+            pipe.publish(self.cfg.channel, item.payload)
+            pipe.xadd(self.cfg.stream_key, {"event": item.payload}, maxlen=self.cfg.maxlen, approximate=True)
+        for stream, payload in scores.items():
+            pipe.publish(self.cfg.scores_channel_prefix + stream, payload)
         await pipe.execute()
 
     def _forget_through(self, seq: int) -> None:
         """Drop delivered events; overflow may have removed some already while sending."""
-        while self._buffer and self._buffer[0][0] <= seq:
+        while self._buffer and self._buffer[0].seq <= seq:
             self._buffer.popleft()
         metrics.EVENT_BUFFER_DEPTH.set(len(self._buffer))
         if self._dropping and len(self._buffer) < self.cfg.buffer_size:

@@ -1,5 +1,9 @@
 """Turn one stream's scored faces into events: a window and a lifecycle per identity.
 
+The threshold is the configured one when set, else the engine's calibrated one (its
+metadata, written by `streamguard-train eval` at a target false-positive rate), else
+0.5; every event says which (`threshold_source`).
+
 Time is the stream's own clock (`pts`), so live runs and offline analysis of the same
 video give the same verdicts. A clock that jumps backwards (a source restarted)
 starts the identity's window afresh instead of mixing two timelines.
@@ -9,10 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamguard.alerts.events import EventV1, ModelInfo
+from streamguard.alerts.events import EventV1, IdentityScore, ModelInfo, ScoresV1, ThresholdSource
 from streamguard.config import ScoringConfig
 from streamguard.scoring.verdict import AlertLifecycle, Verdict
-from streamguard.scoring.window import SlidingWindow
+from streamguard.scoring.window import SlidingWindow, make_policy
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def resolve_threshold(cfg: ScoringConfig, calibrated: float | None) -> tuple[float, ThresholdSource]:
+    if cfg.threshold is not None:
+        return cfg.threshold, "config"
+    if calibrated is not None:
+        return calibrated, "calibrated"
+    return DEFAULT_THRESHOLD, "default"
 from streamguard.types import Face, Sample
 
 
@@ -25,10 +39,14 @@ class _Identity:
 
 
 class StreamScorer:
-    def __init__(self, stream: str, cfg: ScoringConfig, model: ModelInfo) -> None:
+    def __init__(
+        self, stream: str, cfg: ScoringConfig, model: ModelInfo, calibrated_threshold: float | None = None
+    ) -> None:
         self.stream = stream
         self.cfg = cfg
         self.model = model
+        self.threshold, self.threshold_source = resolve_threshold(cfg, calibrated_threshold)
+        self._policy = make_policy(cfg)
         self._ids: dict[int, _Identity] = {}
 
     def add(self, sample: Sample) -> EventV1 | None:
@@ -36,8 +54,8 @@ class StreamScorer:
         face = sample.face
         ident = self._ids.get(face.track)
         if ident is None or face.pts < ident.last_t:
-            lifecycle = ident.lifecycle if ident else AlertLifecycle(self.cfg)
-            ident = _Identity(SlidingWindow(self.cfg.window_s), lifecycle, face)
+            lifecycle = ident.lifecycle if ident else AlertLifecycle(self.cfg, self.threshold)
+            ident = _Identity(SlidingWindow(self.cfg.window_s, self._policy), lifecycle, face)
             self._ids[face.track] = ident
         ident.window.add(face.pts, sample.p_fake)
         ident.last_face, ident.last_t = face, face.pts
@@ -65,6 +83,25 @@ class StreamScorer:
     def identities(self) -> list[int]:
         return list(self._ids)
 
+    def scores(self, ts: float) -> ScoresV1:
+        """Every identity's current window score, for live dashboards."""
+        return ScoresV1(
+            stream=self.stream,
+            ts=ts,
+            threshold=self.threshold,
+            identities=[
+                IdentityScore(
+                    track=track,
+                    score=ident.window.score() or 0.0,
+                    samples=len(ident.window),
+                    alert_id=ident.lifecycle.alert_id,
+                    pts=ident.last_t,
+                    box=tuple(float(v) for v in ident.last_face.box_norm),
+                )
+                for track, ident in self._ids.items()
+            ],
+        )
+
     def _event(self, verdict: Verdict, face: Face) -> EventV1:
         return EventV1(
             type=verdict.type,
@@ -72,8 +109,10 @@ class StreamScorer:
             stream=self.stream,
             track=face.track,
             score=min(1.0, max(0.0, verdict.score)),
-            threshold=self.cfg.threshold,
+            threshold=self.threshold,
+            threshold_source=self.threshold_source,
             window_s=self.cfg.window_s,
+            policy=self.cfg.policy,
             samples=verdict.samples,
             ts=face.wall_ts,
             pts=face.pts,

@@ -1,11 +1,13 @@
 """The alert lifecycle of one identity: hysteresis, cooldown and rate-limited updates.
 
-An identity alerts when its window score reaches the threshold with enough samples;
+An identity alerts when its window score reaches the threshold with enough samples
+and has stayed there for `min_alert_duration_s`;
 it stays alerting until the score falls below `threshold - hysteresis` (so a score
 hovering at the threshold does not flap) or the identity ends. After a clear it may
 not alert again for `cooldown_s`. While alerting, an `update` goes out only when the
-score has moved by `update_min_delta` and `update_interval_s` has passed, so
-subscribers are not flooded with identical messages. Clearing, like alerting, needs
+score has moved by `update_min_delta` and `update_interval_s` has passed, or as a
+heartbeat every `heartbeat_s`, so subscribers are not flooded with identical messages
+yet know the alert is still open. Clearing, like alerting, needs
 `min_samples` in the window: one good frame does not clear a fake either.
 """
 
@@ -26,14 +28,16 @@ class Verdict:
     alert_id: str
     score: float
     samples: int
-    reason: str  # why: "threshold", "changed", "below_threshold", "track_ended", "shutdown"
+    reason: str  # why: "threshold", "changed", "heartbeat", "below_threshold", "track_ended", "shutdown"
 
 
 class AlertLifecycle:
     """State machine for one identity; feed it each new window score."""
 
-    def __init__(self, cfg: ScoringConfig) -> None:
+    def __init__(self, cfg: ScoringConfig, threshold: float) -> None:
         self.cfg = cfg
+        self.threshold = threshold
+        self._above_since: float | None = None
         self.alert_id: str | None = None
         self._last_sent_score = 0.0
         self._last_sent_t = 0.0
@@ -51,17 +55,24 @@ class AlertLifecycle:
         if samples < cfg.min_samples:
             return None
         if self.alert_id is None:
-            if score < cfg.threshold:
+            if score < self.threshold:
+                self._above_since = None
+                return None
+            if self._above_since is None:
+                self._above_since = t
+            if t - self._above_since < cfg.min_alert_duration_s:
                 return None
             if self._cleared_at is not None and t - self._cleared_at < cfg.cooldown_s:
                 return None
             self.alert_id = uuid.uuid4().hex
             return self._sent(Verdict("alert", self.alert_id, score, samples, "threshold"), t)
-        if score < cfg.threshold - cfg.hysteresis:
+        if score < self.threshold - cfg.hysteresis:
             return self.end(t, "below_threshold", score, samples)
-        moved = abs(score - self._last_sent_score) >= cfg.update_min_delta
-        if moved and t - self._last_sent_t >= cfg.update_interval_s:
+        since = t - self._last_sent_t
+        if since >= cfg.update_interval_s and abs(score - self._last_sent_score) >= cfg.update_min_delta:
             return self._sent(Verdict("update", self.alert_id, score, samples, "changed"), t)
+        if since >= cfg.heartbeat_s:
+            return self._sent(Verdict("update", self.alert_id, score, samples, "heartbeat"), t)
         return None
 
     def end(self, t: float, reason: str, score: float | None = None, samples: int = 0) -> Verdict | None:
@@ -70,6 +81,7 @@ class AlertLifecycle:
             return None
         verdict = Verdict("clear", self.alert_id, self._last_sent_score if score is None else score, samples, reason)
         self.alert_id = None
+        self._above_since = None
         self._cleared_at = t
         return verdict
 
@@ -80,6 +92,8 @@ class AlertLifecycle:
             self._last_sent_t += shift
             if self._cleared_at is not None:
                 self._cleared_at += shift
+            if self._above_since is not None:
+                self._above_since += shift
         self._last_t = t
 
     def _sent(self, verdict: Verdict, t: float) -> Verdict:

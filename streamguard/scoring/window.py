@@ -1,22 +1,65 @@
-"""A sliding time window of P(fake) for one identity.
+"""A sliding time window of P(fake) for one identity, and how it becomes one score.
 
 The FSFM video protocol scores a video by the mean of its frame probabilities; the
 window applies that to the last `window_s` seconds, so one bad frame moves the score
-by at most 1/n and a real fake, seen for a few seconds, always carries it.
+by at most 1/n and a real fake, seen for a few seconds, always carries it. The other
+policies trade that for robustness (trimmed mean, quantile: outliers do not count)
+or reaction time (ema: recent samples weigh more).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import trim_mean
+
+from streamguard.config import ScoringConfig
+
+# (times [n], probabilities [n]) -> score; n >= 1, times ascending.
+Policy = Callable[[np.ndarray, np.ndarray], float]
+
+
+def mean_policy(t: np.ndarray, p: np.ndarray) -> float:
+    return float(p.mean())
+
+
+def trimmed_mean_policy(trim: float) -> Policy:
+    return lambda t, p: float(trim_mean(p, trim))
+
+
+def ema_policy(half_life_s: float) -> Policy:
+    """Weights halve every `half_life_s` of age, counted back from the newest sample."""
+
+    def score(t: np.ndarray, p: np.ndarray) -> float:
+        w = np.exp2(-(t[-1] - t) / half_life_s)
+        return float((w * p).sum() / w.sum())
+
+    return score
+
+
+def quantile_policy(q: float) -> Policy:
+    return lambda t, p: float(np.quantile(p, q))
+
+
+def make_policy(cfg: ScoringConfig) -> Policy:
+    return {
+        "mean": lambda: mean_policy,
+        "trimmed_mean": lambda: trimmed_mean_policy(cfg.trim),
+        "ema": lambda: ema_policy(cfg.ema_half_life_s),
+        "quantile": lambda: quantile_policy(cfg.quantile),
+    }[cfg.policy]()
 
 
 class SlidingWindow:
-    """Samples `(t, p)` kept while `t > newest - window_s`; score = mean of p."""
+    """Samples `(t, p)` kept while `t > newest - window_s`, scored by a policy."""
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, policy: Policy = mean_policy) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
         self.window_s = window_s
+        self.policy = policy
         self._samples: deque[tuple[float, float]] = deque()
 
     def add(self, t: float, p: float) -> None:
@@ -30,7 +73,8 @@ class SlidingWindow:
         return len(self._samples)
 
     def score(self) -> float | None:
-        """Mean P(fake) over the window, or None when empty."""
+        """The policy's score over the window, in [0, 1], or None when empty."""
         if not self._samples:
             return None
-        return sum(p for _, p in self._samples) / len(self._samples)
+        t, p = np.array(self._samples, dtype=np.float64).T
+        return min(1.0, max(0.0, self.policy(t, p)))

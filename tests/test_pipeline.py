@@ -1,0 +1,96 @@
+"""The pipeline in-process on a real video file into a real Redis: thumbnails, live
+scores, calibrated thresholds."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+from PIL import Image
+
+from streamguard.alerts.events import ScoresV1, parse_event
+from streamguard.alerts.redis_sink import RedisSink
+from streamguard.config import build_config
+from streamguard.inference.torch_engine import TorchEngine
+from streamguard.model.checkpoint import untrained_model
+from streamguard.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_engine():
+    engine = TorchEngine(untrained_model("tiny"))
+    yield engine
+    engine.close()
+
+
+async def run_pipeline(cfg, engine, url, duration=None):
+    sink = RedisSink(cfg.redis, url)
+    await sink.start()
+    reports = await Pipeline(cfg, engine, sink).run(asyncio.Event(), duration)
+    await sink.close(timeout=10)
+    return reports, sink
+
+
+def config(video, url, **scoring):
+    return build_config({
+        "streams": [{"name": "v", "url": str(video)}],
+        "ingest": {"realtime": False, "analysis_fps": 5},
+        "scoring": {"min_samples": 3, "scores_interval_s": 0.5, **scoring},
+        "redis": {"url": url},
+    })
+
+
+async def test_alerts_carry_thumbnails_and_scores_stream_live(sample_video, fresh_redis, tiny_engine):
+    cfg = config(sample_video, fresh_redis.url, threshold=0.0)
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(cfg.redis.scores_channel_prefix + "v")
+    await pubsub.get_message(timeout=2.0)
+    reports, sink = await run_pipeline(cfg, tiny_engine, fresh_redis.url, duration=None)
+    assert reports[0].error is None and sink.dropped == 0
+
+    events = [parse_event(f[b"event"]) for _, f in await client.xrange(cfg.redis.stream_key)]
+    alerts = [e for e in events if e.type == "alert"]
+    assert len({e.track for e in alerts}) >= 2
+    for alert in alerts:
+        assert alert.threshold_source == "config" and alert.policy == "mean"
+        face_key, frame_key = alert.thumbnails["face"], alert.thumbnails["frame"]
+        assert face_key.startswith(f"streamguard:thumb:{alert.id}:")
+        face = Image.open(io.BytesIO(await client.get(face_key)))
+        frame = Image.open(io.BytesIO(await client.get(frame_key)))
+        assert (face.format, face.size) == ("JPEG", (224, 224))
+        assert (frame.format, frame.size) == ("JPEG", (320, 180))
+        assert 0 < await client.ttl(face_key) <= cfg.redis.thumbnail_ttl_s
+    assert all(e.thumbnails is None for e in events if e.type != "alert")
+
+    snapshots = []
+    while (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)) is not None:
+        snapshots.append(ScoresV1.model_validate_json(msg["data"]))
+    assert snapshots, "no live scores published"
+    assert all(s.stream == "v" for s in snapshots)
+    tracks_seen = {i.track for s in snapshots for i in s.identities}
+    assert tracks_seen >= {e.track for e in alerts}
+    # rate limited on the stream's wall clock: at most one per interval, plus one
+    spans = [b.ts - a.ts for a, b in zip(snapshots, snapshots[1:])]
+    assert all(d >= cfg.scoring.scores_interval_s - 1e-6 for d in spans)
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def test_calibrated_threshold_from_the_engine(sample_video, fresh_redis):
+    loaded = untrained_model("tiny")
+    engine = TorchEngine(replace(loaded, meta=replace(loaded.meta, threshold=0.0)))
+    cfg = config(sample_video, fresh_redis.url)  # no threshold configured
+    cfg.ingest.analysis_fps = 2
+    try:
+        _, sink = await run_pipeline(cfg, engine, fresh_redis.url, duration=None)
+    finally:
+        engine.close()
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    events = [parse_event(f[b"event"]) for _, f in await client.xrange(cfg.redis.stream_key)]
+    await client.aclose()
+    alerts = [e for e in events if e.type == "alert"]
+    assert alerts and all((e.threshold, e.threshold_source) == (0.0, "calibrated") for e in alerts)
