@@ -30,7 +30,7 @@ log = logging.getLogger("streamguard")
 EXIT_BAD_INPUT = 2
 EXIT_STREAM_FAILED = 3
 # Modules that add subcommands: each has `register(subparsers)`; keeps this file small.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("streamguard.alerts.commands",)
 DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
 
 UNTRAINED_WARNING = (
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     try:
         return args.func(args)
