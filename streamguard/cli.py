@@ -30,7 +30,7 @@ log = logging.getLogger("streamguard")
 EXIT_BAD_INPUT = 2
 EXIT_STREAM_FAILED = 3
 # Modules that add subcommands: each has `register(subparsers)`; keeps this file small.
-COMMAND_MODULES: tuple[str, ...] = ("streamguard.alerts.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("streamguard.report.commands", "streamguard.alerts.commands", "streamguard.bench.commands", "streamguard.inference.commands")
 DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
 
 UNTRAINED_WARNING = (
@@ -44,12 +44,15 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config (see configs/streamguard.yaml)")
     p.add_argument("--checkpoint", type=Path, help="FSFM or streamguard checkpoint (.pth)")
     p.add_argument("--arch", choices=["tiny", "small", "base", "large"], help="ViT variant (default: from the checkpoint)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="CPU inference precision")
+    p.add_argument("--engine", type=Path, help="engine file run as is: .pth/.pt torch, .onnx onnxruntime, .plan TensorRT")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help="how a checkpoint runs (auto: CPU onnxruntime int8 for trained weights, CUDA torch fp16)")
     p.add_argument("--redis-url", help="redis://host:port/db (default: an embedded redis-server)")
     p.add_argument("--threshold", type=float, help="alert threshold on the window score, 0..1")
     p.add_argument("--window", type=float, help="sliding window length in seconds")
     p.add_argument("--fps", type=float, help="frames analysed per second per stream")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve the control API, WHIP ingest and /metrics, e.g. 127.0.0.1:8080")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -57,11 +60,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model.checkpoint": args.checkpoint and str(args.checkpoint),
         "model.arch": args.arch,
+        "model.engine": getattr(args, "engine", None) and str(args.engine),  # commands without --engine lack it
         "model.precision": args.precision,
         "redis.url": args.redis_url,
         "scoring.threshold": args.threshold,
         "scoring.window_s": args.window,
         "ingest.analysis_fps": args.fps,
+        "http.bind": args.http,
     }
 
 
@@ -78,6 +83,7 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
     from streamguard.inference.engine import open_engine
     from streamguard.ingest.urls import redact_url
     from streamguard.pipeline import Pipeline
+    from streamguard.server import HttpServer
 
     engine = open_engine(cfg.model, img_size=cfg.crop.size)  # a bad checkpoint fails here, before any stream starts
     meta = engine.meta
@@ -108,7 +114,18 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
             cfg.redis.stream_key,
             redact_url(url),
         )
-        reports = await Pipeline(cfg, engine, sink).run(stop, duration)
+        pipeline = Pipeline(cfg, engine, sink)
+        server = HttpServer(cfg, pipeline) if cfg.http.bind else None
+        await pipeline.start()
+        try:
+            if server:
+                await server.start()
+            # With the API on, streams come and go: keep running with none until stopped.
+            await pipeline.wait(stop, duration, until_idle=server is None)
+        finally:
+            if server:
+                await server.close()
+            reports = await pipeline.close()
         await sink.close(timeout=10.0)
         if subscriber:
             await subscriber.drain(expected=sink.published, timeout=5.0)
@@ -139,8 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_duration(args)
     cfg = load_config(args.config, _overrides(args))
     streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
-    if not streams:
-        raise ConfigError("no streams: pass --stream NAME=URL (repeatable) or list streams in the config")
+    if not streams and cfg.http.bind is None:
+        raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
     return asyncio.run(serve(cfg, args.duration))
 

@@ -50,6 +50,9 @@ class IngestConfig(_Section):
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(30.0, gt=0, le=600, description="Largest reconnect delay")
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="A live stream with no frame for this long is stalled and reconnected")
+    max_lag_s: float = Field(
+        1.0, gt=0, le=60, description="When decoding falls this far behind a live source, skip to its next keyframe (bounds latency)"
+    )
     retry_first_open: bool = Field(
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
     )
@@ -95,6 +98,12 @@ class WebRTCConfig(_Section):
         "of the interface candidates",
     )
 
+    @model_validator(mode="after")
+    def _some_address(self) -> "WebRTCConfig":
+        if not self.host_interfaces and not self.additional_hosts:
+            raise ValueError("additional_hosts must list an address when host_interfaces is false")
+        return self
+
 
 class DetectorConfig(_Section):
     model: Literal["full_range", "short_range"] = Field(
@@ -124,7 +133,7 @@ class TrackerConfig(_Section):
         description="A lost face with an appearance can come back under its old id this long; only then it ends (0 = off)",
     )
     reid_threshold: float = Field(
-        0.75, ge=-1.0, le=1.0, description="Minimum cosine between embeddings to give a new face a lost face's id"
+        0.75, ge=-1.0, le=1.0, description="Minimum cosine between embeddings for two faces to be the same person (re-id)"
     )
     reid_position_weight: float = Field(
         0.1, ge=0.0, le=10.0, description="Re-id cost per frame diagonal between where a face was lost and where a new one appears"
@@ -141,8 +150,23 @@ class ModelConfig(_Section):
     arch: Literal["tiny", "small", "base", "large"] | None = Field(
         None, description="ViT variant; none = read it from the checkpoint (base without one)"
     )
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="Torch CPU precision")
-    threads: int | None = Field(None, ge=1, le=256, description="Torch intra-op threads; none = torch default")
+    engine: Path | None = Field(
+        None,
+        description="An engine file run as is, instead of a checkpoint: .pth/.pt torch, .onnx onnxruntime "
+        "(from export-onnx or quantize), .plan/.engine TensorRT (from build-engine)",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        "auto",
+        description="How a checkpoint runs. auto: CPU = onnxruntime int8 for trained weights (exported once into "
+        "engine_cache), torch fp32 for untrained ones; CUDA = torch fp16. fp32/bf16: torch; fp16: torch on CUDA; "
+        "int8: onnxruntime on CPU. An .onnx or .plan engine keeps its own precision",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto = cuda when available")
+    cuda_graphs: bool = Field(True, description="Torch on CUDA: replay one captured CUDA graph per batch-size bucket")
+    engine_cache: Path | None = Field(
+        None, description="Where engines built from checkpoints are kept; none = $XDG_CACHE_HOME/streamguard/engines"
+    )
+    threads: int | None = Field(None, ge=1, le=256, description="CPU intra-op threads (torch and onnxruntime); none = their default")
     seed: int = Field(0, description="Seed for untrained weights, so runs are repeatable")
 
 

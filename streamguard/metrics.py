@@ -6,7 +6,7 @@ the CLI also prints a summary from it at exit.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -18,9 +18,21 @@ FRAMES_ANALYSED = Counter("streamguard_frames_analysed", "Frames that went throu
 FRAME_QUEUE_DEPTH = Gauge("streamguard_frame_queue_depth", "Frames waiting for analysis", ["stream"], registry=REGISTRY)
 RECONNECTS = Counter("streamguard_reconnects", "Source reconnect attempts", ["stream"], registry=REGISTRY)
 STREAM_UP = Gauge("streamguard_stream_live", "1 while the stream delivers frames", ["stream"], registry=REGISTRY)
+STREAM_STATE = Enum(
+    "streamguard_stream_state", "Ingest state of the stream", ["stream"], registry=REGISTRY,
+    states=["connecting", "live", "stalled", "reconnecting", "ended", "failed"],
+)
+STALLS = Counter("streamguard_stalls", "Times the stream delivered no frame for ingest.stall_timeout_s", ["stream"], registry=REGISTRY)
+DECODE_ERRORS = Counter("streamguard_decode_errors", "Packets the decoder rejected (corrupt data); skipped", ["stream"], registry=REGISTRY)
+PACKETS_SKIPPED = Counter(
+    "streamguard_packets_skipped", "Packets skipped undecoded to catch up with a live source", ["stream"], registry=REGISTRY
+)
 
 # faces
 FACES_DETECTED = Counter("streamguard_faces_detected", "Faces detected", ["stream"], registry=REGISTRY)
+REIDENTIFIED = Counter(
+    "streamguard_reidentified", "New faces given back the identity of a face lost shortly before", ["stream"], registry=REGISTRY
+)
 ACTIVE_TRACKS = Gauge("streamguard_active_tracks", "Tracks alive", ["stream"], registry=REGISTRY)
 
 # inference
@@ -42,3 +54,15 @@ EVENTS_PUBLISHED = Counter("streamguard_events_published", "Events delivered to 
 EVENTS_DROPPED = Counter("streamguard_events_dropped", "Events dropped because the buffer was full", registry=REGISTRY)
 EVENT_BUFFER_DEPTH = Gauge("streamguard_event_buffer_depth", "Events waiting for Redis", registry=REGISTRY)
 REDIS_UP = Gauge("streamguard_redis_up", "1 while Redis accepts events", registry=REGISTRY)
+
+
+def forget_stream(name: str) -> None:
+    """Drop a removed stream's series (every metric labelled by stream), and the queue its depth gauge reads."""
+    for metric in (
+        FRAMES_DECODED, FRAMES_SAMPLED, FRAMES_DROPPED, FRAMES_ANALYSED, FRAME_QUEUE_DEPTH, RECONNECTS,
+        STREAM_UP, STREAM_STATE, STALLS, DECODE_ERRORS, PACKETS_SKIPPED, FACES_DETECTED, ACTIVE_TRACKS, REIDENTIFIED,
+    ):
+        try:
+            metric.remove(name)
+        except KeyError:  # the stream never reached the stage that sets it
+            pass

@@ -13,25 +13,27 @@ stream's tasks; the others keep running.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from streamguard import metrics
-from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1
+from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1, StreamEventV1, StreamState
 from streamguard.alerts.thumbnails import alert_thumbnails
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
 from streamguard.inference.batcher import CropsDropped, MicroBatcher
 from streamguard.inference.engine import Engine
+from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
-from streamguard.ingest.source import StreamSource
+from streamguard.ingest.source import SourceStats, StateCallback
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
 from streamguard.types import Face, Frame, Sample
@@ -42,15 +44,21 @@ log = logging.getLogger(__name__)
 class EventPublisher(Protocol):
     """Where events go (Redis in `run`, a file in offline analysis)."""
 
-    def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None: ...
+    def publish(self, event: EventV1 | StreamEventV1, attachments: dict[str, bytes] | None = None) -> None: ...
 
     def publish_scores(self, scores: ScoresV1) -> None: ...
 
 
 class Source(Protocol):
-    """Something that fills a stream's frame queue until it ends (PyAV, WebRTC)."""
+    """Something that fills a stream's frame queue until it ends (PyAV, WebRTC).
+
+    Its owner sets `on_state` before `run`; it is called on the loop at each state change.
+    """
 
     state: str
+    on_state: StateCallback | None
+
+    def stats(self) -> SourceStats: ...
 
     async def run(self) -> None: ...
 
@@ -90,7 +98,9 @@ class StreamWorker:
         self.sink = sink
         self.on_sample = on_sample
         self.queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
-        self.source = (source_factory or StreamSource)(stream, cfg.ingest, self.queue)
+        factory = source_factory or functools.partial(open_source, webrtc=cfg.webrtc)
+        self.source = factory(stream, cfg.ingest, self.queue)
+        self.source.on_state = self._publish_state
         self.scorer = StreamScorer(stream.name, cfg.scoring_for(stream), model, calibrated_threshold)
         self._scores_due = 0.0
         self.error: str | None = None
@@ -148,7 +158,9 @@ class StreamWorker:
             except CropsDropped:
                 continue
             metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)
-            for face, p, emb in zip(faces, p_fake, embeddings):
+            final = stage.reidentify(faces, embeddings)  # ids of new faces are final only now
+            metrics.REIDENTIFIED.labels(self.stream.name).inc(sum(a.track != b.track for a, b in zip(faces, final)))
+            for face, p, emb in zip(final, p_fake, embeddings):
                 sample = Sample(face, float(p), emb)
                 if self.on_sample is not None:
                     self.on_sample(sample)
@@ -175,6 +187,30 @@ class StreamWorker:
             return
         self._scores_due = now + interval
         self.sink.publish_scores(self.scorer.scores(now))
+
+    def _publish_state(self, name: str, state: StreamState, detail: str) -> None:
+        url = redact_url(self.stream.url)
+        self.sink.publish(StreamEventV1(stream=name, state=state, detail=detail, ts=time.time(), url=url))
+
+    def status(self) -> dict[str, Any]:
+        """The stream as GET /streams shows it (URL redacted)."""
+        s = self.source.stats()
+        return {
+            "name": self.stream.name,
+            "url": redact_url(self.stream.url),
+            "state": s.state,
+            "detail": s.detail,
+            "fps": round(s.fps, 2),
+            "resolution": f"{s.size[0]}x{s.size[1]}" if s.size else None,
+            "last_frame_age_s": None if s.last_frame_wall is None else round(time.time() - s.last_frame_wall, 3),
+            "reconnects": s.reconnects,
+            "frames_decoded": s.frames_decoded,
+            "frames_analysed": self.frames_analysed,
+            "frames_dropped": self.queue.dropped,
+            "active_tracks": len(self.scorer.identities),
+            "events": self.events,
+            "error": self.error,
+        }
 
     def report(self) -> StreamReport:
         return StreamReport(
@@ -233,12 +269,13 @@ class Pipeline:
         return worker
 
     async def remove_stream(self, name: str) -> StreamReport:
-        """Stop a stream (its open alerts are cleared) and forget it."""
-        task = self._tasks.get(name)
-        if task is None:
+        """Stop a stream (its open alerts are cleared) and forget it; an ended one is just forgotten."""
+        if name not in self.workers:
             raise StreamguardError(f"no stream named {name}")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        task = self._tasks.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         return self.workers.pop(name).report()
 
     def _finished(self, name: str, task: asyncio.Task[None]) -> None:

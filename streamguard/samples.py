@@ -101,23 +101,30 @@ def render_frame(t: float) -> np.ndarray:
     return frame
 
 
-def make_two_face_video(path: Path | str, seconds: float = 20.0, fps: int = 25) -> Path:
-    """Encode the sample as H.264 (one keyframe a second, no B-frames) into `path`."""
+def make_two_face_video(
+    path: Path | str, seconds: float = 20.0, fps: int = 25, size: tuple[int, int] = FRAME_SIZE
+) -> Path:
+    """Encode the sample as H.264 (one keyframe a second, no B-frames) into `path`,
+    scaled to `size` (width, height) when that differs from FRAME_SIZE."""
     import av
+    import cv2
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = int(round(seconds * fps))
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = FRAME_SIZE
+        stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = fps
         stream.codec_context.max_b_frames = 0
         stream.codec_context.time_base = Fraction(1, fps)
         stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23"}
         for i in range(n):
-            frame = av.VideoFrame.from_ndarray(render_frame(i / fps), format="rgb24")
+            rgb = render_frame(i / fps)
+            if size != FRAME_SIZE:
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))

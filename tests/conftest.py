@@ -9,38 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import selectors
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import streamguard.samples
-from streamguard.alerts.embedded_redis import EmbeddedRedis, find_redis_server, free_port
+from streamguard.alerts.embedded_redis import EmbeddedRedis, find_redis_server
 from streamguard.errors import StreamguardError
+from streamguard.testing.rtsp import RtspServer
 
-RTSP_SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_PACKAGES = (
-    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp "
-    "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
-)
-START_TIMEOUT_S = 10.0
 SAMPLE_SECONDS = 30
-
-
-def _stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 # --- sample video -------------------------------------------------------------
 
@@ -95,71 +74,22 @@ def fresh_redis() -> Iterator[EmbeddedRedis]:
 # --- RTSP ---------------------------------------------------------------------
 
 
-class RtspServer:
-    """tests/rtsp_server.py serving files at rtsp://127.0.0.1:PORT/NAME; start() reuses the port.
-
-    With `loop`, streams never end (each client starts at the beginning of the file).
-    """
-
-    def __init__(self, files: dict[str, Path], workdir: Path, loop: bool = True) -> None:
-        self.files = files
-        self.loop = loop
-        self.log = workdir / "rtsp_server.log"
-        self.port = 0  # picked by the first start()
-        self._proc: subprocess.Popen | None = None
-
-    def url(self, name: str) -> str:
-        if name not in self.files:
-            raise KeyError(f"no RTSP mount {name!r}; mounts: {sorted(self.files)}")
-        return f"rtsp://127.0.0.1:{self.port}/{name}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        """Start serving; returns once the server printed READY (fails the test otherwise)."""
-        if self.running:
-            return
-        if not Path(SYSTEM_PYTHON).is_file():
-            pytest.fail(f"the RTSP test server needs {SYSTEM_PYTHON}: apt-get install {RTSP_PACKAGES}", pytrace=False)
-        cmd = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), "--port", str(self.port)]
-        cmd += ["--loop"] if self.loop else []
-        cmd += [f"{name}={path}" for name, path in self.files.items()]
-        with self.log.open("w") as log:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-        line = self._read_line(START_TIMEOUT_S)
-        if not line.startswith("READY "):
-            self.stop()
-            error = self.log.read_text().strip().splitlines()
-            reason = error[-1] if error else f"no READY within {START_TIMEOUT_S:g} s"
-            if not reason.startswith("rtsp_server:"):  # not its own message: GStreamer is missing or broken
-                reason += f" (it needs: apt-get install {RTSP_PACKAGES})"
-            pytest.fail(f"the RTSP test server did not start: {reason}", pytrace=False)
-        self.port = int(line.split()[1])
-
-    def stop(self) -> None:
-        """Stop the server; clients see their connection close."""
-        if self._proc is not None:
-            _stop_process(self._proc)
-            assert self._proc.stdout is not None
-            self._proc.stdout.close()
-            self._proc = None
-
-    def _read_line(self, timeout: float) -> str:
-        """The server's first stdout line, or '' if none came within `timeout`."""
-        assert self._proc is not None and self._proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                return ""
-        return self._proc.stdout.readline().strip()
-
-
 @pytest.fixture(scope="session")
 def rtsp_server(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
     """The sample video, looping, at /cam1 and /cam2. A test that stop()s it must start() it again."""
     server = RtspServer({"cam1": sample_video, "cam2": sample_video}, tmp_path_factory.mktemp("rtsp"))
-    server.start()
+    try:
+        server.start()
+    except StreamguardError as err:
+        pytest.fail(str(err), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_rtsp_server(sample_video: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    """A test's own RTSP server (the sample, looping, at /cam), not started: the test may start,
+    stop and restart it (a camera that reboots); `port` may be set before the first start."""
+    server = RtspServer({"cam": sample_video}, tmp_path)
     yield server
     server.stop()

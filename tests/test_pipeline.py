@@ -11,12 +11,16 @@ import pytest
 import redis.asyncio as aioredis
 from PIL import Image
 
-from streamguard.alerts.events import ScoresV1, parse_event
+from streamguard.alerts.events import EventV1, ScoresV1, parse_any_event
 from streamguard.alerts.redis_sink import RedisSink
 from streamguard.config import build_config
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
 from streamguard.pipeline import Pipeline
+
+
+def face_events(payloads) -> list[EventV1]:
+    return [e for e in map(parse_any_event, payloads) if isinstance(e, EventV1)]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,7 @@ async def test_alerts_carry_thumbnails_and_scores_stream_live(sample_video, fres
     reports, sink = await run_pipeline(cfg, tiny_engine, fresh_redis.url, duration=None)
     assert reports[0].error is None and sink.dropped == 0
 
-    events = [parse_event(f[b"event"]) for _, f in await client.xrange(cfg.redis.stream_key)]
+    events = face_events(f[b"event"] for _, f in await client.xrange(cfg.redis.stream_key))
     alerts = [e for e in events if e.type == "alert"]
     assert len({e.track for e in alerts}) >= 2
     for alert in alerts:
@@ -90,7 +94,7 @@ async def test_calibrated_threshold_from_the_engine(sample_video, fresh_redis):
     finally:
         engine.close()
     client = aioredis.Redis.from_url(fresh_redis.url)
-    events = [parse_event(f[b"event"]) for _, f in await client.xrange(cfg.redis.stream_key)]
+    events = face_events(f[b"event"] for _, f in await client.xrange(cfg.redis.stream_key))
     await client.aclose()
     alerts = [e for e in events if e.type == "alert"]
     assert alerts and all((e.threshold, e.threshold_source) == (0.0, "calibrated") for e in alerts)

@@ -51,14 +51,18 @@ async def test_stream_filter_and_readable_lines(fresh_redis):
     assert len(lines) == 1 and lines[0].startswith("ALERT") and "stream=lobby" in lines[0]
 
 
-async def test_other_event_types_print_as_json(fresh_redis):
+async def test_stream_events_readable_and_unknown_entries_as_json(fresh_redis):
     import redis.asyncio as aioredis
 
+    state = {"schema": "streamguard.event.v1", "type": "stream", "stream": "cam", "state": "live",
+             "detail": "1280x720", "ts": 1.0, "url": "rtsp://***@h/x"}
     client = aioredis.Redis.from_url(fresh_redis.url)
-    await client.xadd("streamguard:events", {"event": json.dumps({"type": "stream", "stream": "cam", "state": "live"})})
+    await client.xadd("streamguard:events", {"event": json.dumps(state)})
+    await client.xadd("streamguard:events", {"event": json.dumps({"type": "future", "stream": "cam"})})
     await client.aclose()
-    lines = subscribe(fresh_redis.url, "--from-start", "--count", "1")
-    assert json.loads(lines[0]) == {"type": "stream", "stream": "cam", "state": "live"}
+    lines = subscribe(fresh_redis.url, "--from-start", "--count", "2")
+    assert lines[0] == "STREAM stream=cam state=live 1280x720"
+    assert json.loads(lines[1]) == {"type": "future", "stream": "cam"}
 
 
 def test_unreachable_redis_is_one_clear_error():

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from streamguard.alerts.events import parse_event
+from streamguard.alerts.events import parse_any_event
 from streamguard.alerts.subscribe import format_event
 from streamguard.config import RedisConfig
 from streamguard.errors import ConfigError, StreamguardError
@@ -31,11 +31,11 @@ BLOCK_MS = 1000
 
 
 def render(payload: bytes, as_json: bool) -> str:
-    """A face event as one readable line; anything else (stream state, ...) as compact JSON."""
+    """An event as one readable line; anything unknown as compact JSON."""
     if as_json:
         return payload.decode()
     try:
-        return format_event(parse_event(payload))
+        return format_event(parse_any_event(payload))
     except ValidationError:
         return json.dumps(json.loads(payload), separators=(",", ":"))
 

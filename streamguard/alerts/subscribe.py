@@ -9,13 +9,15 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from streamguard.alerts.events import EventV1, parse_event
+from streamguard.alerts.events import EventV1, StreamEventV1, parse_any_event
 
 log = logging.getLogger(__name__)
 
 
-def format_event(event: EventV1) -> str:
+def format_event(event: EventV1 | StreamEventV1) -> str:
     """One human-readable line per event."""
+    if isinstance(event, StreamEventV1):
+        return f"{'STREAM':6s} stream={event.stream} state={event.state} {event.detail}".rstrip()
     x0, y0, x1, y1 = event.box
     trained = "" if event.model.trained else "  [untrained model]"
     return (
@@ -28,7 +30,7 @@ def format_event(event: EventV1) -> str:
 class ChannelSubscriber:
     """Subscribes to the event channel and calls `on_event` for each event; owns its task."""
 
-    def __init__(self, url: str, channel: str, on_event: Callable[[EventV1], None]) -> None:
+    def __init__(self, url: str, channel: str, on_event: Callable[[EventV1 | StreamEventV1], None]) -> None:
         self.url = url
         self.channel = channel
         self.on_event = on_event
@@ -51,7 +53,7 @@ class ChannelSubscriber:
                 self.received += 1
                 self._received.set()
                 try:
-                    self.on_event(parse_event(message["data"]))
+                    self.on_event(parse_any_event(message["data"]))
                 except ValidationError as err:
                     log.warning("ignoring a message that is not a valid event: %s", err.errors()[0]["msg"])
         finally:

@@ -7,14 +7,17 @@ through the legacy `mp.solutions` graph, because the Tasks API of 0.10.21
 rejects its anchor layout; the short-range model and any user-given file run
 through the Tasks API.
 
-Both backends get `min_confidence` as their own threshold. The legacy API's
-`min_detection_confidence` is its graph's `min_score_thresh`: a cut on raw anchor
-scores before non-maximum suppression, so besides saving work it decides which
-anchors NMS may merge (on the sample frames, thresholds 0.2 to 0.85 gave the same
-boxes and scores). `detect` then applies the threshold and the minimum face size
-itself, so both backends honour one contract: boxes clipped to the frame,
-score >= min_confidence, both sides >= min_face_px (a face mostly outside the
-frame is too little to judge).
+Two thresholds: `min_confidence` (a face for sure: 0.6, below it false faces
+appear) and `low_confidence` (a face the tracker may use to continue a track it
+already follows, ByteTrack's second stage: often a real face half hidden or
+blurred). Both backends get the lower one as their own threshold. The legacy
+API's `min_detection_confidence` is its graph's `min_score_thresh`: a cut on raw
+anchor scores before non-maximum suppression, so besides saving work it decides
+which anchors NMS may merge (on the sample frames, thresholds 0.2 to 0.85 gave
+the same boxes and scores). `candidates` then applies the threshold and the
+minimum face size itself, so both backends honour one contract: boxes clipped to
+the frame, score >= the threshold, both sides >= min_face_px (a face mostly
+outside the frame is too little to judge). `detect` keeps only the sure faces.
 
 Not thread-safe: a mediapipe graph keeps per-call state. Use one detector per
 stream, called by one thread at a time (any thread, e.g. via asyncio.to_thread).
@@ -109,24 +112,29 @@ class FaceDetector:
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self._cfg = cfg
+        self._low = min(cfg.low_confidence, cfg.min_confidence)
         self._backend: _Backend | None
         if cfg.model_path is not None:
-            self._backend = _TasksDetector(Path(cfg.model_path), cfg.min_confidence)
+            self._backend = _TasksDetector(Path(cfg.model_path), self._low)
         elif cfg.model == "short_range":
-            self._backend = _TasksDetector(SHORT_RANGE_MODEL, cfg.min_confidence)
+            self._backend = _TasksDetector(SHORT_RANGE_MODEL, self._low)
         else:
-            self._backend = _LegacyFullRange(cfg.min_confidence)
+            self._backend = _LegacyFullRange(self._low)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in uint8 [H, W, 3] RGB: boxes clipped to the frame, filtered by score and size."""
+    def candidates(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in uint8 [H, W, 3] RGB down to `low_confidence`: boxes clipped to the frame, filtered by score and size."""
         if self._backend is None:
             raise RuntimeError("FaceDetector.detect() called after close()")
         h, w = rgb.shape[:2]
         rows = self._backend(np.ascontiguousarray(rgb))
         boxes = np.clip(rows[:, :4], 0, np.array([w, h, w, h], dtype=np.float32))
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        keep = (rows[:, 4] >= self._cfg.min_confidence) & (sides >= self._cfg.min_face_px)
+        keep = (rows[:, 4] >= self._low) & (sides >= self._cfg.min_face_px)
         return [Detection(box=box, score=float(score)) for box, score in zip(boxes[keep], rows[keep, 4])]
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """The sure faces (score >= `min_confidence`) among the `candidates`."""
+        return [d for d in self.candidates(rgb) if d.score >= self._cfg.min_confidence]
 
     def close(self) -> None:
         """Release the mediapipe graph; safe to call twice."""

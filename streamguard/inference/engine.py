@@ -2,23 +2,30 @@
 
 Backends differ in what they load (a torch checkpoint, an ONNX graph, a TensorRT
 plan) but not in what they promise, so the batcher and the CLI depend only on
-`Engine`. `open_engine` picks the backend from the checkpoint's file extension;
-openers import their backend lazily so a missing optional runtime only matters to
-the users who ask for it.
+`Engine`. `open_engine` picks the backend from the file's extension: `model.engine`
+is run as is (.pth/.pt torch, .onnx onnxruntime, .plan/.engine TensorRT);
+`model.checkpoint` holds weights that run the fastest way measured for the device
+unless `model.precision` says otherwise (see `torch_precision`). Openers import their
+backend lazily so a missing optional runtime only matters to the users who ask for it.
+Every problem with the file is raised here, before any stream starts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from streamguard.config import ModelConfig
-from streamguard.errors import CheckpointError
+from streamguard.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from streamguard.model.checkpoint import ModelMeta
+    from streamguard.model.checkpoint import LoadedModel, ModelMeta
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -43,29 +50,114 @@ def check_crops(crops: np.ndarray, size: int) -> None:
         raise ValueError(f"crops must be [N, {size}, {size}, 3] RGB, got shape {list(crops.shape)}")
 
 
-def _open_torch(cfg: ModelConfig, img_size: int) -> Engine:
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without one is a ConfigError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("model.device is cuda, but torch sees no CUDA GPU on this machine")
+    return device
+
+
+def torch_precision(precision: str, device: str, trained: bool, as_is: bool) -> str:
+    """What weights run as: 'int8' (onnxruntime, CPU) or a torch precision on `device`.
+
+    auto: CUDA fp16; CPU int8 for trained weights (the fastest CPU engine measured: ~2x
+    torch fp32 on our AVX2 CPU, 3x with VNNI; docs/benchmarks.md), fp32 for untrained
+    ones (their scores mean nothing; nothing worth exporting). `as_is` (a .pth given as
+    model.engine) means torch, never int8.
+    """
+    if precision == "auto":
+        if device == "cuda":
+            return "fp16"
+        return "int8" if trained and not as_is else "fp32"
+    if precision == "int8" and as_is:
+        raise ConfigError("precision int8 runs on onnxruntime: pass the weights as --checkpoint, or an int8 .onnx as --engine")
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError("precision fp16 needs CUDA; on a CPU use auto (int8), fp32 or bf16")
+    return precision
+
+
+def _run_weights(loaded: LoadedModel, cfg: ModelConfig, as_is: bool) -> Engine:
     from streamguard.inference.torch_engine import TorchEngine
 
-    return TorchEngine.from_config(cfg, img_size)
+    if cfg.precision == "int8" and cfg.device == "cuda":
+        raise ConfigError("precision int8 runs on the CPU (onnxruntime); on CUDA use fp16, or a TensorRT plan")
+    device = "cpu" if cfg.precision == "int8" else resolve_device(cfg.device)
+    precision = torch_precision(cfg.precision, device, loaded.meta.trained, as_is)
+    if precision == "int8":
+        from streamguard.inference.onnx_engine import OnnxEngine
+        from streamguard.inference.quantize import cached_int8
+
+        path = cached_int8(loaded, cfg.engine_cache)
+        log.info("inference: onnxruntime int8 on CPU (%s)", path)
+        return OnnxEngine(path, threads=cfg.threads)
+    log.info("inference: torch %s on %s%s", precision, device, " with CUDA graphs" if device == "cuda" and cfg.cuda_graphs else "")
+    return TorchEngine(loaded, precision=precision, threads=cfg.threads, device=device, cuda_graphs=cfg.cuda_graphs)
 
 
-Opener = Callable[[ModelConfig, int], Engine]
+def _open_torch(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    from streamguard.model.checkpoint import load_checkpoint
 
-# Checkpoint file extension -> backend. ONNX Runtime (.onnx) and TensorRT (.plan) plug in here.
+    return _run_weights(load_checkpoint(path, arch=cfg.arch, img_size=img_size), cfg, as_is=cfg.engine is not None)
+
+
+def _check_fits(engine: Engine, path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    """An exported engine has a fixed arch and input size: refuse one that does not fit the config."""
+    meta = engine.meta
+    if cfg.arch is not None and cfg.arch != meta.arch:
+        engine.close()
+        raise CheckpointError(f"{path} holds {meta.name} (arch {meta.arch!r}) but arch {cfg.arch!r} was asked for")
+    if engine.input_size != img_size:
+        engine.close()
+        raise CheckpointError(f"{path} takes {engine.input_size} px crops but crop.size is {img_size}; export it at {img_size}")
+    return engine
+
+
+def _open_onnx(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    from streamguard.inference.onnx_engine import OnnxEngine
+
+    engine = _check_fits(OnnxEngine(path, threads=cfg.threads), path, cfg, img_size)
+    log.info("inference: onnxruntime %s on CPU (%s)", engine.precision, path)
+    return engine
+
+
+def _open_tensorrt(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    from streamguard.inference.tensorrt_engine import TensorRTEngine
+
+    engine = _check_fits(TensorRTEngine(path), path, cfg, img_size)
+    log.info("inference: TensorRT %s (%s)", engine.precision, path)
+    return engine
+
+
+Opener = Callable[[Path, ModelConfig, int], Engine]
+
+# File extension -> backend.
 OPENERS: dict[str, Opener] = {
     ".pth": _open_torch,
     ".pt": _open_torch,
+    ".onnx": _open_onnx,
+    ".plan": _open_tensorrt,
+    ".engine": _open_tensorrt,
 }
 
 
 def open_engine(cfg: ModelConfig, img_size: int = 224) -> Engine:
-    """The engine for `cfg.checkpoint` (by extension), or untrained torch weights without one."""
-    if cfg.checkpoint is None:
-        return _open_torch(cfg, img_size)
-    suffix = cfg.checkpoint.suffix.lower()
+    """The engine for `cfg.engine` or `cfg.checkpoint` (by extension), or untrained weights without either."""
+    if cfg.engine is not None and cfg.checkpoint is not None:
+        raise ConfigError(f"give model.engine ({cfg.engine}) or model.checkpoint ({cfg.checkpoint}), not both")
+    path = cfg.engine if cfg.engine is not None else cfg.checkpoint
+    if path is None:
+        from streamguard.model.checkpoint import untrained_model
+
+        return _run_weights(untrained_model(cfg.arch or "base", seed=cfg.seed, img_size=img_size), cfg, as_is=False)
+    suffix = path.suffix.lower()
     opener = OPENERS.get(suffix)
     if opener is None:
+        kind = "engine" if cfg.engine is not None else "checkpoint"
         raise CheckpointError(
-            f"{cfg.checkpoint}: unsupported checkpoint type {suffix or '(no extension)'!r}; expected one of {', '.join(OPENERS)}"
+            f"{path}: unsupported {kind} type {suffix or '(no extension)'!r}; expected one of {', '.join(OPENERS)}"
         )
-    return opener(cfg, img_size)
+    return opener(path, cfg, img_size)

@@ -1,69 +1,159 @@
 """The eager PyTorch backend: the reference every other backend is checked against.
 
-Normalisation happens here, inside the engine, because mean/std belong to the
-weights (ModelMeta), not to the crop stage. bf16 uses CPU autocast: about 1.8x faster
-than fp32 on CPUs with bf16 instructions (AVX512-BF16 or AMX), within a few
-thousandths on P(fake); on CPUs without them (AVX2 only) it measured 7-11x *slower*, so
-asking for it there logs a warning.
+Normalisation happens inside the engine (`CropScorer`), because mean/std belong to
+the weights (ModelMeta), not to the crop stage; the ONNX export traces the very same
+module, so every backend computes one graph.
+
+CPU: fp32, or bf16 autocast, about 1.8x faster than fp32 on CPUs with bf16
+instructions (AVX512-BF16 or AMX) and within a few thousandths on P(fake); on CPUs
+without them (AVX2 only) it measured 7-11x *slower*, so asking for it there logs a
+warning. CUDA: the weights are cast to fp16 or bf16 (no autocast bookkeeping per op)
+and, by default, each batch-size bucket runs as one captured CUDA graph: a ViT-B
+forward is roughly 200 kernel launches, which at small batches cost more than the maths.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
 import torch
+from torch import nn
 
-from streamguard.config import ModelConfig
 from streamguard.inference.engine import check_crops
-from streamguard.model.checkpoint import LoadedModel, ModelMeta, load_checkpoint, untrained_model
+from streamguard.model.checkpoint import LoadedModel, ModelMeta
 
 log = logging.getLogger(__name__)
+
+# Batch sizes a CUDA graph is captured for; a batch runs in the smallest bucket that
+# holds it (padded), larger batches in chunks of the largest.
+CUDA_GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CUDA_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def cpu_has_native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+class CropScorer(nn.Module):
+    """The engine contract as one module: uint8 crops [N, S, S, 3] RGB -> (p_fake [N], embedding [N, D]).
+
+    (x / 255 - mean) / std is folded into one multiply-add, x * scale - shift, in fp32;
+    the result is cast to the model's dtype (fp16/bf16 weights on CUDA).
+    """
+
+    def __init__(self, model: nn.Module, meta: ModelMeta):  # an FSFMViT, or any net with forward_with_embedding
+        super().__init__()
+        self.model = model
+        mean = torch.tensor(meta.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(meta.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", mean / std)
+        self.fake_index = meta.fake_index
+        self.dtype = next(model.parameters()).dtype
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = crops.permute(0, 3, 1, 2).float() * self.scale - self.shift  # [N, 3, S, S] normalised
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype)
+        logits, embedding = self.model.forward_with_embedding(x)  # [N, C], [N, D]
+        if logits.dtype != torch.float32:  # bf16/fp16 runs: softmax and outputs in fp32 (an fp32 export has no Casts)
+            logits, embedding = logits.float(), embedding.float()
+        return logits.softmax(dim=-1)[:, self.fake_index], embedding
+
+
+def graph_bucket(n: int) -> int:
+    """The smallest CUDA graph bucket holding `n` crops (1 <= n <= the largest bucket)."""
+    return next(b for b in CUDA_GRAPH_BUCKETS if b >= n)
+
+
 class TorchEngine:
-    def __init__(self, loaded: LoadedModel, precision: str = "fp32", threads: int | None = None):
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        if precision == "bf16" and not cpu_has_native_bf16():
+    """Runs a LoadedModel with torch; never changes the caller's model (CUDA works on a copy)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        precision: str = "fp32",
+        threads: int | None = None,
+        device: str = "cpu",
+        cuda_graphs: bool = False,
+    ):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cpu" and precision not in ("fp32", "bf16"):
+            raise ValueError(f"torch on CPU runs fp32 or bf16, not {precision!r}")
+        if device == "cuda" and precision not in CUDA_DTYPES:
+            raise ValueError(f"torch on CUDA runs {', '.join(CUDA_DTYPES)}, not {precision!r}")
+        if device == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
             log.warning("precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 runs far slower than fp32 here")
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide; worker threads inherit it
         self.meta: ModelMeta = loaded.meta
         self.embed_dim: int = loaded.model.embed_dim
         self.input_size: int = loaded.meta.img_size
-        self._model: torch.nn.Module | None = loaded.model.eval()
-        self._bf16 = precision == "bf16"
-        self._mean = torch.tensor(self.meta.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.meta.std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig, img_size: int = 224) -> TorchEngine:
-        if cfg.checkpoint is not None:
-            loaded = load_checkpoint(cfg.checkpoint, arch=cfg.arch, img_size=img_size)
+        self.precision = precision
+        self.device = torch.device(device)
+        self._cpu_bf16 = device == "cpu" and precision == "bf16"
+        if device == "cuda":
+            model = copy.deepcopy(loaded.model).to(self.device, CUDA_DTYPES[precision])
+            self._scorer: CropScorer | None = CropScorer(model, self.meta).to(self.device).eval()
         else:
-            loaded = untrained_model(cfg.arch or "base", seed=cfg.seed, img_size=img_size)
-        return cls(loaded, precision=cfg.precision, threads=cfg.threads)
+            self._scorer = CropScorer(loaded.model, self.meta).eval()
+        # bucket -> (graph, static input [B, S, S, 3] uint8, static outputs), captured on first use
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] | None = (
+            {} if device == "cuda" and cuda_graphs else None
+        )
 
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [N, S, S, 3] RGB -> (p_fake float32 [N], embedding float32 [N, D])."""
         check_crops(crops, self.input_size)
-        if self._model is None:
+        if self._scorer is None:
             raise RuntimeError("TorchEngine is closed")
-        n = crops.shape[0]
-        if n == 0:
+        if crops.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.embed_dim), np.float32)
         with torch.inference_mode():
-            x = torch.tensor(crops).permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, S, S] in [0, 1]
-            x = (x - self._mean) / self._std
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-                logits, embedding = self._model.forward_with_embedding(x)  # [N, C], [N, D]
-            p_fake = logits.float().softmax(dim=-1)[:, self.meta.fake_index]  # [N]
-            return p_fake.numpy().astype(np.float32), embedding.float().numpy()
+            if self._graphs is not None:
+                p_fake, embedding = self._replay(crops)
+            else:
+                x = torch.tensor(crops).to(self.device)  # [N, S, S, 3] uint8
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16):
+                    p_fake, embedding = self._scorer(x)
+            return p_fake.cpu().numpy(), embedding.cpu().numpy()
 
     def close(self) -> None:
-        self._model = None
+        self._scorer = None
+        self._graphs = None
+
+    # --- CUDA graphs -----------------------------------------------------------------------
+
+    def _replay(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy each chunk into its bucket's static input, replay the graph, read the first n rows."""
+        p_parts, e_parts = [], []
+        for start in range(0, len(crops), CUDA_GRAPH_BUCKETS[-1]):
+            chunk = torch.tensor(crops[start : start + CUDA_GRAPH_BUCKETS[-1]])  # [n, S, S, 3] uint8
+            n = len(chunk)
+            graph, static_in, (static_p, static_e) = self._graph(graph_bucket(n))
+            static_in[:n].copy_(chunk)  # rows n.. keep old crops: independent rows, results ignored
+            graph.replay()
+            p_parts.append(static_p[:n].cpu())
+            e_parts.append(static_e[:n].cpu())
+        return torch.cat(p_parts), torch.cat(e_parts)
+
+    def _graph(self, bucket: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        assert self._graphs is not None and self._scorer is not None
+        if bucket not in self._graphs:
+            size = self.input_size
+            static_in = torch.zeros((bucket, size, size, 3), dtype=torch.uint8, device=self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up outside the graph: cuBLAS handles, kernel choices
+                for _ in range(3):
+                    self._scorer(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._scorer(static_in)
+            self._graphs[bucket] = (graph, static_in, static_out)
+            log.debug("captured a CUDA graph for batch %d", bucket)
+        return self._graphs[bucket]

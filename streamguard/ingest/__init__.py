@@ -1,7 +1,22 @@
-"""Ingest: live sources in, sampled RGB frames out (one StreamSource per stream)."""
+"""Ingest: live sources in, sampled RGB frames out (one source per stream)."""
 
+from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.ingest.latest import LatestQueue, QueueClosed
-from streamguard.ingest.source import StreamSource
-from streamguard.ingest.urls import is_file_url, redact_url
+from streamguard.ingest.source import SourceBase, SourceStats, StreamSource
+from streamguard.ingest.urls import is_file_url, redact_url, whep_endpoint
+from streamguard.types import Frame
 
-__all__ = ["LatestQueue", "QueueClosed", "StreamSource", "is_file_url", "redact_url"]
+
+def open_source(stream: StreamConfig, cfg: IngestConfig, queue: LatestQueue[Frame], webrtc: WebRTCConfig) -> SourceBase:
+    """The source for a stream's URL: a WHEP pull for `whep+http(s)://`, PyAV for anything else."""
+    if whep_endpoint(stream.url) is not None:
+        from streamguard.ingest.webrtc import WhepSource  # aiortc costs ~0.4 s to import: only when used
+
+        return WhepSource(stream, cfg, queue, webrtc)
+    return StreamSource(stream, cfg, queue)
+
+
+__all__ = [
+    "LatestQueue", "QueueClosed", "SourceBase", "SourceStats", "StreamSource",
+    "is_file_url", "open_source", "redact_url", "whep_endpoint",
+]

@@ -5,22 +5,35 @@ while they run, so a plain thread decodes in parallel with the event loop and th
 other streams (the default executor has too few workers to give one to every
 stream for its whole life).
 
-Lifecycle (`state`): connecting -> live -> (reconnecting -> live)* -> ended | failed.
+Lifecycle (`state`): connecting -> live -> (stalled? -> reconnecting -> live)* -> ended | failed.
 - The first open failing is the user's problem (a wrong URL, not a video): `run`
-  raises SourceError with one line naming the redacted URL and the cause.
+  raises SourceError with one line naming the redacted URL and the cause, unless
+  `cfg.retry_first_open` (a camera that is still booting): then it retries as below.
 - A live source (not a file) that drops after it was live is reopened with
   exponential back-off and jitter while `cfg.reconnect` is true.
+- Watchdog: a live source that delivers no frame for `cfg.stall_timeout_s` (the
+  server stopped sending without closing, or sends only undecodable data) is
+  `stalled`, then closed and reopened like a drop. FFmpeg's read timeout (PyAV's
+  interrupt callback) bounds a blocked read by the same time.
+- Corrupt data: a packet the decoder rejects is skipped and counted; the watchdog
+  catches a stream that never recovers. A change of resolution or frame rate needs
+  nothing: frames are sampled by timestamp and converted at their own size.
 - A file ends at its end; a live source without reconnect ends when the server
   closes it, and fails (SourceError) on an error.
 - Cancelling `run` sets a stop flag that the thread checks between packets; every
-  FFmpeg open and read is bounded by `cfg.open_timeout_s` (PyAV's interrupt
-  callback), so the thread stops within that time even when a read is blocked.
+  FFmpeg read is bounded by `cfg.stall_timeout_s` and every open by
+  `cfg.open_timeout_s`, so the thread stops within that time even when blocked.
 
 Hand-off: live sources (and files at `cfg.realtime`) put each sampled frame with
-`LatestQueue.put_nowait`, which drops the oldest when analysis is behind. A file
-read as fast as possible (`cfg.realtime` false, offline analysis) must not lose
-frames, so the thread instead submits `LatestQueue.put` to the loop and blocks
-until the consumer has taken a frame: the queue's size is the only read-ahead.
+`LatestQueue.put_nowait`, which drops the oldest when analysis is behind. When the
+decoder itself falls behind a live source (a starved CPU), `LagGuard` skips packets
+up to the next keyframe, so latency stays bounded before decoding too. A file read
+as fast as possible (`cfg.realtime` false, offline analysis) must not lose frames,
+so the thread instead submits `LatestQueue.put` to the loop and blocks until the
+consumer has taken a frame: the queue's size is the only read-ahead.
+
+`SourceBase` holds what every kind of source shares (state, counters, metrics, the
+hand-off); the WebRTC sources in `webrtc.py` build on it too.
 """
 
 from __future__ import annotations
@@ -32,12 +45,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Literal
+from dataclasses import dataclass
 
 import av
 import av.container
 
 from streamguard import metrics
+from streamguard.alerts.events import StreamState as State
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest.latest import LatestQueue, QueueClosed
@@ -46,7 +60,6 @@ from streamguard.types import Frame
 
 log = logging.getLogger(__name__)
 
-State = Literal["connecting", "live", "reconnecting", "ended", "failed"]
 StateCallback = Callable[[str, State, str], None]
 
 # Low-latency FFmpeg options for network sources: a small probe makes av.open take
@@ -56,6 +69,8 @@ StateCallback = Callable[[str, State, str], None]
 LIVE_OPTIONS = {"flags": "low_delay", "probesize": "32768", "analyzeduration": "0"}
 PTS_TOLERANCE_S = 1e-3  # timestamps within this of the due time count as due
 BLOCKED_PUT_POLL_S = 0.05  # how often a thread waiting for queue room checks its stop flag
+RATE_WINDOW_S = 1.0  # the input frame rate shown by the API is measured over this long
+READ_WAIT_S = 0.002  # a packet read that took longer waited for the network: we are at the live edge
 
 
 class FpsSampler:
@@ -81,6 +96,42 @@ class FpsSampler:
         return True
 
 
+class LagGuard:
+    """Skips packets up to a keyframe when decoding falls behind a live source.
+
+    A read that had to wait for data means we are at the live edge: the anchor
+    (stream time, wall time) moves there. Between such reads, lag = wall time minus
+    stream time elapsed since the anchor; it grows only while packets queue up faster
+    than we decode them. Past `max_lag_s`, packets are skipped undecoded (reading is
+    cheap, so the backlog drains) until a keyframe whose lag is under half of that.
+    A source clock that drifts against ours cannot add up to a false skip: reads at
+    the live edge wait, and each wait re-anchors.
+    """
+
+    def __init__(self, max_lag_s: float) -> None:
+        self.max_lag_s = max_lag_s
+        self.skipping = False
+        self._anchor: tuple[float, float] | None = None  # (stream time, wall time)
+        self._last: float | None = None  # the previous packet's stream time
+
+    def skip(self, t: float | None, now: float, keyframe: bool, waited: bool) -> bool:
+        """Whether to drop the packet of (decoding) stream time `t`, read at `now`, after waiting for it or not."""
+        if t is None:
+            return self.skipping
+        restarted = self._last is not None and t < self._last
+        self._last = t
+        if waited or restarted or self._anchor is None:  # at the live edge, or a new timeline
+            self._anchor = (t, now)
+        lag = (now - self._anchor[1]) - (t - self._anchor[0])
+        if lag < 0:  # reading ahead of real time (a burst): as early as ever
+            self._anchor, lag = (t, now), 0.0
+        if not self.skipping and lag > self.max_lag_s:
+            self.skipping = True
+        elif self.skipping and keyframe and lag <= self.max_lag_s / 2:
+            self.skipping = False
+        return self.skipping
+
+
 class RealtimePacer:
     """Sleeps so that frames of a file come out at the pace of their timestamps."""
 
@@ -98,16 +149,59 @@ class RealtimePacer:
             self._stop.wait(delay)
 
 
+class RateMeter:
+    """Frames per second over the last full window (shown by the API, not used for control)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._start: float | None = None
+        self._count = 0
+        self._rate = 0.0
+        self._last: float | None = None
+
+    def tick(self, now: float) -> None:
+        self._last = now
+        if self._start is None:
+            self._start = now
+            return
+        self._count += 1
+        if now - self._start >= self.window_s:
+            self._rate = self._count / (now - self._start)
+            self._start, self._count = now, 0
+
+    def rate(self, now: float) -> float:
+        """The measured rate; 0 once no frame came for two windows."""
+        if self._last is None or now - self._last > 2 * self.window_s:
+            return 0.0
+        return self._rate
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Delay before reconnect `attempt` (0-based): doubling, capped, 50-100% jitter."""
     return min(maximum, initial * 2.0**attempt) * random.uniform(0.5, 1.0)
 
 
-class StreamSource:
-    """One stream: open, decode, sample to `cfg.analysis_fps`, put into `queue`.
+@dataclass(frozen=True)
+class SourceStats:
+    """A source at one moment, for the API."""
 
-    `run` owns the decoding thread; the owner closes `queue` after `run` returns.
-    `on_state(stream_name, state, detail)` is called on the event loop thread.
+    state: State
+    detail: str
+    fps: float  # frames per second arriving (before sampling)
+    size: tuple[int, int] | None  # (width, height) of the last frame
+    last_frame_wall: float | None  # unix seconds
+    frames_decoded: int
+    reconnects: int
+
+
+class SourceBase:
+    """What every source shares: its state (told to `on_state`), counters, metrics and
+    the hand-off of sampled frames into the newest-wins queue.
+
+    `on_state(stream_name, state, detail)` is called on the event loop thread; the
+    owner may set it after construction, before `run`. The `_frame_arrived`,
+    `_sampled` and `_set_state` methods may be called from any thread once `run`
+    has set `_loop`; `_put_latest` only on the loop.
     """
 
     def __init__(
@@ -122,24 +216,119 @@ class StreamSource:
         self.queue = queue
         self.on_state = on_state
         self.state: State = "connecting"
+        self.detail = ""
         self.frames_decoded = 0
         self.frames_sampled = 0
         self.frames_dropped = 0
         self.reconnects = 0
         self.last_frame_wall: float | None = None
+        self.size: tuple[int, int] | None = None
         self.is_file = is_file_url(stream.url)
         self._where = redact_url(stream.url)
-        self._block_when_full = self.is_file and not cfg.realtime
-        self._stop = threading.Event()
+        self._ever_live = False
         self._attempt = 0  # reconnect attempts since the source was last live
-        self._loop: asyncio.AbstractEventLoop  # set by run(), used by the thread
+        self._rate = RateMeter()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by run()
         name = stream.name
         self._m_decoded = metrics.FRAMES_DECODED.labels(name)
         self._m_sampled = metrics.FRAMES_SAMPLED.labels(name)
         self._m_dropped = metrics.FRAMES_DROPPED.labels(name)
         self._m_up = metrics.STREAM_UP.labels(name)
+        self._m_state = metrics.STREAM_STATE.labels(name)
         self._m_reconnects = metrics.RECONNECTS.labels(name)
+        self._m_stalls = metrics.STALLS.labels(name)
         metrics.FRAME_QUEUE_DEPTH.labels(name).set_function(lambda: len(queue))
+
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            state=self.state,
+            detail=self.detail,
+            fps=self._rate.rate(time.monotonic()),
+            size=self.size,
+            last_frame_wall=self.last_frame_wall,
+            frames_decoded=self.frames_decoded,
+            reconnects=self.reconnects,
+        )
+
+    def _retries(self) -> bool:
+        """Whether an end or error now is followed by a reconnect (instead of ended/failed)."""
+        return not self.is_file and self.cfg.reconnect and (self._ever_live or self.cfg.retry_first_open)
+
+    def _next_delay(self, reason: str) -> float:
+        """Announce the next reconnect attempt and count it; its back-off delay."""
+        delay = backoff_delay(self._attempt, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+        self._attempt += 1
+        self.reconnects += 1
+        self._m_reconnects.inc()
+        self._set_state("reconnecting", f"{reason}; retry in {delay:.1f} s")
+        return delay
+
+    def _stalled(self, reason: str) -> None:
+        self._m_stalls.inc()
+        self._set_state("stalled", reason)
+
+    def _frame_arrived(self, width: int, height: int) -> float:
+        """Count a decoded frame; the unix time it arrived. Goes live on the first one."""
+        now = time.time()
+        self.last_frame_wall = now
+        self.frames_decoded += 1
+        self._m_decoded.inc()
+        self._rate.tick(time.monotonic())
+        size, before = (width, height), self.size
+        self.size = size
+        if self.state != "live":
+            self._ever_live = True
+            self._attempt = 0
+            self._set_state("live", f"{width}x{height}")
+        elif before is not None and size != before:
+            self._set_state("live", f"resolution changed from {before[0]}x{before[1]} to {width}x{height}")
+        return now
+
+    def _sampled(self) -> None:
+        self.frames_sampled += 1
+        self._m_sampled.inc()
+
+    def _set_state(self, state: State, detail: str) -> None:
+        self.state = state
+        self.detail = detail
+        self._m_up.set(1 if state == "live" else 0)
+        self._m_state.state(state)
+        log.info("stream %s: %s (%s)", self.stream.name, state, detail)
+        if self.on_state is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.on_state, self.stream.name, state, detail)
+
+    def _put_latest(self, frame: Frame) -> bool:
+        """Newest wins; False once the owner closed the queue (stop reading)."""
+        before = self.queue.dropped
+        try:
+            self.queue.put_nowait(frame)
+        except QueueClosed:
+            return False
+        dropped = self.queue.dropped - before
+        if dropped:
+            self.frames_dropped += dropped
+            self._m_dropped.inc(dropped)
+        return True
+
+
+class StreamSource(SourceBase):
+    """One stream FFmpeg opens: open, decode, sample to `cfg.analysis_fps`, put into `queue`.
+
+    `run` owns the decoding thread; the owner closes `queue` after `run` returns.
+    """
+
+    def __init__(
+        self,
+        stream: StreamConfig,
+        cfg: IngestConfig,
+        queue: LatestQueue[Frame],
+        on_state: StateCallback | None = None,
+    ) -> None:
+        super().__init__(stream, cfg, queue, on_state)
+        self._block_when_full = self.is_file and not cfg.realtime
+        self._stop = threading.Event()
+        self._m_decode_errors = metrics.DECODE_ERRORS.labels(stream.name)
+        self._m_skipped = metrics.PACKETS_SKIPPED.labels(stream.name)
 
     async def run(self) -> None:
         """Decode until the source ends; SourceError if it cannot be opened or fails."""
@@ -183,42 +372,41 @@ class StreamSource:
     def _read(self) -> None:
         self._set_state("connecting", self._where)
         try:
-            container = self._open()
-            ever_live = False
-            while True:
-                live, error = self._decode(container)
-                ever_live = ever_live or live
+            container = self._first_open()
+            while container is not None:
+                error, stalled = self._decode(container)
                 if self._stop.is_set():
-                    self._set_state("ended", "stopped")
-                    return
-                if error is not None and not ever_live:
-                    raise SourceError(f"stream {self.stream.name}: cannot decode {self._where}: {error}")
-                if self.is_file or not self.cfg.reconnect or not ever_live:
-                    if error is not None:
-                        raise SourceError(f"stream {self.stream.name}: lost {self._where}: {error}")
-                    self._set_state("ended", "end of stream")
-                    return
+                    break
+                if not self._retries():
+                    if error is None:
+                        self._set_state("ended", "end of stream")
+                        return
+                    verb = "lost" if self._ever_live else "cannot decode"
+                    raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {error}")
                 reason = error or "the source closed the connection"
+                if stalled:
+                    self._stalled(reason)
                 log.warning("stream %s: lost %s: %s; reconnecting", self.stream.name, self._where, reason)
-                reopened = self._reconnect(reason)
-                if reopened is None:
-                    self._set_state("ended", "stopped")
-                    return
-                container = reopened
+                container = self._reconnect(reason)
+            self._set_state("ended", "stopped")
         except SourceError as err:
             self._set_state("failed", str(err))
             raise
 
+    def _first_open(self) -> av.container.InputContainer | None:
+        try:
+            return self._open()
+        except SourceError as err:
+            if not self._retries():
+                raise
+            log.warning("%s; retrying", err)
+            return self._reconnect(str(err))
+
     def _reconnect(self, reason: str) -> av.container.InputContainer | None:
         """Reopen with back-off until it works; None when stopped."""
         while True:
-            delay = backoff_delay(self._attempt, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
-            self._attempt += 1
-            self._set_state("reconnecting", f"{reason}; retry in {delay:.1f} s")
-            if self._stop.wait(delay):
+            if self._stop.wait(self._next_delay(reason)):
                 return None
-            self.reconnects += 1
-            self._m_reconnects.inc()
             try:
                 return self._open()
             except SourceError as err:
@@ -232,7 +420,7 @@ class StreamSource:
             options["rtsp_transport"] = self.cfg.rtsp_transport
         started = time.monotonic()
         try:
-            container = av.open(self.stream.url, options=options, timeout=(timeout, timeout))
+            container = av.open(self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s))
         except av.FFmpegError as err:
             # An interrupted open surfaces as ExitError or, from the RTSP demuxer, InvalidDataError.
             if isinstance(err, av.error.ExitError) or time.monotonic() - started >= timeout:
@@ -248,48 +436,64 @@ class StreamSource:
             raise SourceError(f"stream {name}: no video stream in {where}")
         return container
 
-    def _decode(self, container: av.container.InputContainer) -> tuple[bool, str | None]:
-        """Decode until the end or stop: (whether a frame came out, the error if one ended it)."""
+    def _decode(self, container: av.container.InputContainer) -> tuple[str | None, bool]:
+        """Decode until the end, a stall or stop: (the error that ended it, whether it was a stall)."""
         video = container.streams.video[0]
         # Slice threads add no frame of delay (frame threads add one per thread).
         video.thread_type = "AUTO" if self.is_file else "SLICE"
         rate = float(video.average_rate or video.guessed_rate or 25)
         sampler = FpsSampler(self.cfg.analysis_fps)
         pacer = RealtimePacer(self._stop) if self.is_file and self.cfg.realtime else None
+        guard = None if self.is_file else LagGuard(self.cfg.max_lag_s)
+        stall = self.cfg.stall_timeout_s
+        last_frame = time.monotonic()
         t: float | None = None
-        live = False
-        error: str | None = None
+        corrupt = False
+        packets = container.demux(video)
         try:
-            for frame in container.decode(video):
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                before = time.monotonic()
+                packet = next(packets, None)
+                if packet is None:
                     break
-                # RTSP gives the first frame before RTCP sync no pts: continue the timeline.
-                t = float(frame.time) if frame.time is not None else (0.0 if t is None else t + 1.0 / rate)
-                if pacer is not None:
-                    pacer.wait(t)
-                self.last_frame_wall = time.time()
-                self.frames_decoded += 1
-                self._m_decoded.inc()
-                if not live:
-                    live = True
-                    self._attempt = 0
-                    self._set_state("live", f"{frame.width}x{frame.height}")
-                if sampler.keep(t):
-                    rgb = frame.to_ndarray(format="rgb24")
-                    self.frames_sampled += 1
-                    self._m_sampled.inc()
-                    self._deliver(Frame(self.stream.name, t, self.last_frame_wall, rgb))
+                now = time.monotonic()
+                waited = now - before > READ_WAIT_S
+                if guard is not None and guard.skip(_packet_time(packet), now, packet.is_keyframe, waited):
+                    self._m_skipped.inc()
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as err:  # corrupt data: skip it; the watchdog catches a stream that stays bad
+                    self._m_decode_errors.inc()
+                    if not corrupt:
+                        corrupt = True
+                        log.warning("stream %s: skipping undecodable data (%s)", self.stream.name, err.strerror)
+                    frames = []
+                for frame in frames:
+                    # RTSP gives the first frame before RTCP sync no pts: continue the timeline.
+                    t = float(frame.time) if frame.time is not None else (0.0 if t is None else t + 1.0 / rate)
+                    if pacer is not None:
+                        pacer.wait(t)
+                    last_frame = time.monotonic()
+                    wall = self._frame_arrived(frame.width, frame.height)
+                    if sampler.keep(t):
+                        self._sampled()
+                        self._deliver(Frame(self.stream.name, t, wall, frame.to_ndarray(format="rgb24")))
+                if not self.is_file and now - last_frame > stall:
+                    return f"no frame for {stall:g} s", True
         except av.FFmpegError as err:
-            timed_out = isinstance(err, av.error.ExitError)
-            error = f"no data for {self.cfg.open_timeout_s:g} s" if timed_out else err.strerror
+            if isinstance(err, av.error.ExitError) and not self.is_file:
+                return f"no data for {stall:g} s", True
+            return err.strerror, False
         finally:
             container.close()
-        return live, error
+        return None, False
 
     def _deliver(self, frame: Frame) -> None:
+        assert self._loop is not None
         loop = self._loop
         if not self._block_when_full:
-            loop.call_soon_threadsafe(self._put_latest, frame)
+            loop.call_soon_threadsafe(self._put_latest_or_stop, frame)
             return
         pending = asyncio.run_coroutine_threadsafe(self.queue.put(frame), loop)
         while not self._stop.is_set():
@@ -302,24 +506,14 @@ class StreamSource:
                 self._stop.set()
         pending.cancel()
 
-    def _set_state(self, state: State, detail: str) -> None:
-        self.state = state
-        self._m_up.set(1 if state == "live" else 0)
-        log.info("stream %s: %s (%s)", self.stream.name, state, detail)
-        if self.on_state is not None:
-            self._loop.call_soon_threadsafe(self.on_state, self.stream.name, state, detail)
-
-    # --- the event loop thread -----------------------------------------------
-
-    def _put_latest(self, frame: Frame) -> None:
-        before = self.queue.dropped
-        try:
-            self.queue.put_nowait(frame)
-        except QueueClosed:  # the owner stopped listening
+    def _put_latest_or_stop(self, frame: Frame) -> None:
+        if not self._put_latest(frame):  # the owner stopped listening
             self._stop.set()
-            return
-        dropped = self.queue.dropped - before
-        if dropped:
-            self.frames_dropped += dropped
-            self._m_dropped.inc(dropped)
 
+
+def _packet_time(packet: av.Packet) -> float | None:
+    """Decoding time in seconds (monotonic in read order, unlike pts with B-frames)."""
+    ts = packet.dts if packet.dts is not None else packet.pts
+    if ts is None or packet.time_base is None:
+        return None
+    return float(ts * packet.time_base)

@@ -1,0 +1,199 @@
+"""What ingest costs per live stream: decode CPU and the latency it adds.
+
+A sender in another process plays an H.264 clip (25 fps, one keyframe a second,
+no B-frames, like a camera) in real time as FLV over TCP (RTMP's container: every
+frame is a length-prefixed tag, so no format adds a frame of look-ahead); it records
+when each frame's last byte left. A StreamSource opens tcp://127.0.0.1:PORT like any
+URL, with the product's settings, and an analysis loop that only takes frames from
+the newest-wins queue. Reported per resolution:
+
+- cpu_share: CPU seconds of this process (demux, decode, sampling, RGB conversion,
+  hand-off) per wall second, as a share of one core;
+- latency p50/p99: from the frame's last byte sent to the analysis loop holding it
+  as RGB (loopback TCP, demux, decode, RGB, queue hand-off).
+
+    .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080]
+
+Prints a table and one JSON line; writes benchmarks/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import socket
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from streamguard import metrics
+from streamguard.config import IngestConfig, StreamConfig
+from streamguard.ingest import LatestQueue, StreamSource
+from streamguard.samples import render_frame
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard"
+RESULTS = Path(__file__).with_name("results") / "ingest.json"
+FPS = 25
+CLIP_SECONDS = 10  # looped by the sender for as long as a run lasts
+
+
+def make_clip(width: int, height: int) -> Path:
+    """10 s of the two-face sample at this size with sensor-like noise, H.264 at a camera's
+    bitrate (~3 Mbit/s at 720p, ~6 at 1080p); cached."""
+    path = CACHE / f"bench_ingest_{width}x{height}.mp4"
+    if path.is_file():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    noise = [rng.normal(0, 3, (height, width, 3)).astype(np.int16) for _ in range(7)]
+    partial = path.with_suffix(".partial.mp4")
+    with av.open(str(partial), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 3_000_000 if height <= 720 else 6_000_000
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = FPS, 0
+        stream.codec_context.time_base = Fraction(1, FPS)
+        stream.options = {"preset": "veryfast", "tune": "zerolatency"}
+        for i in tqdm(range(CLIP_SECONDS * FPS), desc=f"encoding {width}x{height} clip", leave=False):
+            rgb = av.VideoFrame.from_ndarray(render_frame(i / FPS), format="rgb24").reformat(width, height).to_ndarray()
+            rgb = np.clip(rgb + noise[i % len(noise)], 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    partial.replace(path)
+    return path
+
+
+class _SocketFile:
+    """The file object PyAV's FLV muxer writes to: a connected socket."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+
+    def write(self, data: bytes) -> int:
+        self.conn.sendall(data)
+        return len(data)
+
+
+def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue) -> None:
+    """Sender process: accept one client, play the clip (looped) in real time as FLV; report send times."""
+    with av.open(clip) as src:
+        video = src.streams.video[0]
+        packets = [(bytes(p), p.pts, p.is_keyframe) for p in src.demux(video) if p.size]
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            ports.put(server.getsockname()[1])
+            conn, _ = server.accept()
+        sent: dict[int, float] = {}  # stream ms -> unix time its last byte was sent
+        # no_duration_filesize: the FLV trailer must not seek back (a socket cannot)
+        out = av.open(_SocketFile(conn), "w", format="flv", options={"flush_packets": "1", "flvflags": "no_duration_filesize"})
+        stream = out.add_stream_from_template(video)
+        start = time.monotonic() + 0.1
+        frame = 0
+        try:
+            while frame / FPS < seconds:
+                data, _, key = packets[frame % len(packets)]
+                t = frame / FPS
+                time.sleep(max(0.0, start + t - time.monotonic()))
+                packet = av.Packet(data)
+                packet.pts = packet.dts = frame
+                packet.time_base, packet.stream, packet.is_keyframe = Fraction(1, FPS), stream, key
+                out.mux(packet)
+                sent[round(t * 1000)] = time.time()
+                frame += 1
+        except (OSError, av.FFmpegError):  # the receiver stopped first
+            pass
+    sent_times.put(sent)
+    conn.close()
+
+
+async def receive(port: int, seconds: float, analysis_fps: float) -> dict:
+    """Run a StreamSource on tcp://127.0.0.1:PORT; what it cost and when each frame arrived."""
+    queue: LatestQueue = LatestQueue(1)
+    source = StreamSource(
+        StreamConfig(name="bench", url=f"tcp://127.0.0.1:{port}"), IngestConfig(analysis_fps=analysis_fps), queue
+    )
+    task = asyncio.create_task(source.run())
+    got: list[tuple[float, float]] = []  # (stream seconds, unix time the analysis loop held it)
+    first = await asyncio.wait_for(queue.get(), 10)
+    got.append((first.pts, time.time()))
+    cpu0, wall0, decoded0 = time.process_time(), time.monotonic(), source.frames_decoded
+    deadline = wall0 + seconds - 1.0
+    while time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+        except TimeoutError:
+            break
+        got.append((frame.pts, time.time()))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    decoded = source.frames_decoded - decoded0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    skipped = metrics.REGISTRY.get_sample_value("streamguard_packets_skipped_total", {"stream": "bench"}) or 0
+    return {"cpu_share": cpu / wall, "decode_fps": decoded / wall, "got": got, "dropped": source.frames_dropped,
+            "skipped": int(skipped)}
+
+
+def bench_one(width: int, height: int, seconds: float, analysis_fps: float) -> dict:
+    clip = make_clip(width, height)
+    ctx = mp.get_context("spawn")
+    ports, sent_q = ctx.Queue(), ctx.Queue()
+    sender = ctx.Process(target=serve_clip, args=(str(clip), seconds, ports, sent_q), daemon=True)
+    sender.start()
+    try:
+        run = asyncio.run(receive(ports.get(timeout=30), seconds, analysis_fps))
+        sent = sent_q.get(timeout=30)
+    finally:
+        sender.join(timeout=10)
+        if sender.is_alive():
+            sender.kill()
+    latency = np.array([arrived - sent[round(pts * 1000)] for pts, arrived in run["got"] if round(pts * 1000) in sent]) * 1000
+    return {
+        "resolution": f"{width}x{height}",
+        "fps": FPS,
+        "analysis_fps": analysis_fps,
+        "seconds": seconds,
+        "cpu_share_of_one_core": round(run["cpu_share"], 3),
+        "decode_fps": round(run["decode_fps"], 1),
+        "frames_measured": int(latency.size),
+        "latency_ms_p50": round(float(np.percentile(latency, 50)), 1),
+        "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
+        "latency_ms_max": round(float(latency.max()), 1),
+        "frames_dropped": run["dropped"],
+        "packets_skipped": run["skipped"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--analysis-fps", type=float, default=5.0, help="frames sampled per second (the product default)")
+    parser.add_argument("--sizes", default="1280x720,1920x1080")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    results = [bench_one(w, h, args.seconds, args.analysis_fps) for w, h in tqdm(sizes, desc="streams")]
+    print(f"\n{'resolution':<10} {'cpu (1 core)':>12} {'decode fps':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>6}")
+    for r in results:
+        print(
+            f"{r['resolution']:<10} {r['cpu_share_of_one_core']:>12.1%} {r['decode_fps']:>10.1f} {r['latency_ms_p50']:>7.1f} "
+            f"{r['latency_ms_p99']:>7.1f} {r['latency_ms_max']:>7.1f} {r['frames_measured']:>6}"
+        )
+    summary = {"bench": "ingest", "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+               "av": av.__version__, "results": results}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

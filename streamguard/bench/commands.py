@@ -1,0 +1,59 @@
+"""`streamguard bench pipeline`: the whole-pipeline benchmark (see bench/pipeline.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from streamguard.errors import ConfigError
+
+RESULTS = Path("benchmarks/results")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ConfigError(f"stream counts must be >= 1, got {text!r}")
+    return values
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from streamguard.bench.pipeline import RESOLUTIONS, run_bench
+    from streamguard.cli import _overrides
+    from streamguard.config import load_config
+    from streamguard.inference.engine import open_engine
+
+    resolutions = args.resolutions.split(",")
+    unknown = [r for r in resolutions if r not in RESOLUTIONS]
+    if unknown:
+        raise ConfigError(f"unknown resolution {unknown[0]!r}; choose from {', '.join(RESOLUTIONS)}")
+    cfg = load_config(args.config, _overrides(args))
+    engine = open_engine(cfg.model, img_size=cfg.crop.size)
+    try:
+        asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
+                              args.out, args.out / "videos"))
+    finally:
+        engine.close()
+    return 0
+
+
+def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from streamguard.cli import _add_pipeline_options
+
+    p = bench_sub.add_parser("pipeline", help="N live RTSP streams through the whole pipeline vs the model alone")
+    p.add_argument("--streams", default="1,2,4,8", help="stream counts to run, e.g. 1,2,4,8")
+    p.add_argument("--resolutions", default="720p,1080p", help="720p and/or 1080p")
+    p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per case (>= 150 adds first/last-minute p99)")
+    p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
+    _add_pipeline_options(p)
+    p.set_defaults(func=cmd_bench_pipeline)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: printed as a table and a JSON line")
+    add_pipeline_bench(bench.add_subparsers(dest="bench_command", required=True))

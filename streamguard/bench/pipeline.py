@@ -1,0 +1,276 @@
+"""Whole-pipeline benchmark: N live RTSP streams through the full pipeline into a
+real Redis, and, in the same run, the engine alone on the same crops.
+
+Why both in one run: the pipeline's throughput only means something as a ratio to
+what the model alone can do on this machine at this moment (the goal is >= 0.85 once
+the model is the bottleneck). CPU per stage comes from the kernel's per-thread
+accounting (/proc/self/task/*/stat), grouped by the names the pipeline gives its
+threads: `ingest-*` (decode), `faces-*` (detection, tracking, crops),
+`streamguard-infer*` (the engine) and the event loop (scoring, Redis); mediapipe
+runs its graph on threads of its own, so detection is partly under `other`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamguard import metrics
+from streamguard.alerts.embedded_redis import EmbeddedRedis
+from streamguard.alerts.redis_sink import RedisSink
+from streamguard.config import Config, StreamConfig
+from streamguard.inference.engine import Engine
+from streamguard.pipeline import Pipeline
+from streamguard.samples import make_two_face_video
+from streamguard.testing.rtsp import RtspServer
+from streamguard.types import Sample
+
+RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+THREAD_GROUPS = (("ingest-", "decode"), ("faces-", "faces"), ("streamguard-infer", "engine"), ("MainThread", "loop"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CaseResult:
+    streams: int
+    resolution: str
+    seconds: float  # measured (after warm-up)
+    crops_per_s: float
+    model_only_crops_per_s: float
+    ratio_to_model: float
+    mean_batch: float
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_p99_s: float
+    latency_p99_first_min_s: float | None
+    latency_p99_last_min_s: float | None
+    analysed_fps_per_stream: list[float]
+    fairness_max_dev: float  # max |rate - mean| / mean over streams
+    frames_dropped_per_stream: list[int]
+    crops_dropped: int
+    cpu_cores_by_stage: dict[str, float]
+    peak_rss_mb: float
+    rss_mb_timeline: list[tuple[float, float]] = field(default_factory=list)
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process's live threads, by stage."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        name = names.get(int(tid), "")
+        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+        out[group] = out.get(group, 0.0) + cpu
+    return out
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def sample_videos(folder: Path, resolutions: list[str]) -> dict[str, Path]:
+    """One 30 s two-face H.264 clip per resolution (made once, then reused)."""
+    out = {}
+    for res in resolutions:
+        path = folder / f"two_faces_{res}.mp4"
+        if not path.is_file():
+            make_two_face_video(path, seconds=30.0, size=RESOLUTIONS[res])
+        out[res] = path
+    return out
+
+
+def model_only_throughput(engine: Engine, crops: np.ndarray, batch: int, seconds: float = 8.0) -> float:
+    """Crops per second of `engine.infer` alone at `batch`, on the pipeline's own crops."""
+    batch = max(1, min(batch, len(crops)))
+    x = crops[np.arange(batch) % len(crops)]
+    engine.infer(x)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        engine.infer(x)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.quantile(values, q)) if values else float("nan")
+
+
+async def run_case(
+    cfg: Config, engine: Engine, rtsp: RtspServer, redis_url: str,
+    streams: int, resolution: str, seconds: float, warmup: float,
+) -> CaseResult:
+    names = [f"s{i}" for i in range(streams)]
+    case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=rtsp.url(resolution)) for n in names]})
+    latencies: list[tuple[float, float, str]] = []  # (time since start, latency, stream)
+    crops: list[np.ndarray] = []
+    t0 = time.monotonic()
+
+    def on_sample(sample: Sample) -> None:
+        now = time.monotonic() - t0
+        if now >= warmup:
+            latencies.append((now, time.time() - sample.face.wall_ts, sample.face.stream))
+        if len(crops) < 64:
+            crops.append(sample.face.crop)
+
+    sink = RedisSink(case_cfg.redis, redis_url)
+    await sink.start()
+    pipeline = Pipeline(case_cfg, engine, sink, on_sample=on_sample)
+    batch_sum0, batch_n0 = _hist(metrics.BATCH_SIZE)
+    crops_dropped0 = metrics.CROPS_DROPPED._value.get()
+    rss_timeline: list[tuple[float, float]] = []
+    await pipeline.start()
+    stop = asyncio.Event()
+    cpu_start: dict[str, float] = {}
+    deadline = warmup + seconds
+    while (now := time.monotonic() - t0) < deadline:
+        if not cpu_start and now >= warmup:
+            cpu_start = thread_cpu_seconds()  # stage threads exist once streams are live
+        rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
+        await pipeline.wait(stop, duration=min(5.0, deadline - now), until_idle=False)
+    cpu_end = thread_cpu_seconds()
+    dropped = [w.queue.dropped for w in pipeline.workers.values()]
+    await pipeline.close()
+    await sink.close(timeout=5)
+
+    batch_sum, batch_n = _hist(metrics.BATCH_SIZE)
+    mean_batch = (batch_sum - batch_sum0) / max(1, batch_n - batch_n0)
+    lat = [lt for _, lt, _ in latencies]
+    per_stream = [sum(1 for *_, s in latencies if s == n) / seconds for n in names]
+    # analysed frames per stream: faces per frame is 2 in this sample
+    fps = [r / 2 for r in per_stream]
+    mean_rate = statistics.mean(per_stream) if per_stream else 0.0
+    first = [lt for t, lt, _ in latencies if t < warmup + 60]
+    last = [lt for t, lt, _ in latencies if t >= deadline - 60]
+    model_only = model_only_throughput(engine, np.stack(crops), round(mean_batch)) if crops else float("nan")
+    crops_per_s = len(latencies) / seconds
+    return CaseResult(
+        streams=streams,
+        resolution=resolution,
+        seconds=seconds,
+        crops_per_s=round(crops_per_s, 2),
+        model_only_crops_per_s=round(model_only, 2),
+        ratio_to_model=round(crops_per_s / model_only, 3),
+        mean_batch=round(mean_batch, 2),
+        latency_p50_s=round(_p(lat, 0.5), 3),
+        latency_p95_s=round(_p(lat, 0.95), 3),
+        latency_p99_s=round(_p(lat, 0.99), 3),
+        latency_p99_first_min_s=round(_p(first, 0.99), 3) if seconds >= 150 else None,
+        latency_p99_last_min_s=round(_p(last, 0.99), 3) if seconds >= 150 else None,
+        analysed_fps_per_stream=[round(f, 2) for f in fps],
+        fairness_max_dev=round(max(abs(r - mean_rate) / mean_rate for r in per_stream), 3) if mean_rate else 0.0,
+        frames_dropped_per_stream=dropped,
+        crops_dropped=int(metrics.CROPS_DROPPED._value.get() - crops_dropped0),
+        cpu_cores_by_stage={g: round((cpu_end.get(g, 0) - cpu_start.get(g, 0)) / seconds, 3) for g in cpu_end},
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        rss_mb_timeline=rss_timeline,
+    )
+
+
+def _hist(h) -> tuple[float, float]:
+    """(sum, count) of a prometheus Histogram without labels."""
+    sum_, count = 0.0, 0.0
+    for metric in h.collect():
+        for s in metric.samples:
+            if s.name.endswith("_sum"):
+                sum_ = s.value
+            elif s.name.endswith("_count"):
+                count = s.value
+    return sum_, count
+
+
+def print_table(results: list[CaseResult]) -> None:
+    head = f"{'N':>3} {'res':>6} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} {'p99 s':>6} {'fps/stream':>18} {'drop/str':>9} {'decode':>7} {'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'RSS MB':>7}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        fps = f"{min(r.analysed_fps_per_stream):.1f}-{max(r.analysed_fps_per_stream):.1f}"
+        cpu = r.cpu_cores_by_stage
+        print(
+            f"{r.streams:>3} {r.resolution:>6} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
+            f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
+            f"{fps:>18} {max(r.frames_dropped_per_stream):>9} {cpu.get('decode', 0):>7.3f} "
+            f"{cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} {cpu.get('loop', 0):>6.3f} "
+            f"{cpu.get('other', 0):>6.3f} {r.peak_rss_mb:>7.0f}"
+        )
+
+
+def plot(results: list[CaseResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for res in sorted({r.resolution for r in results}):
+        rs = sorted((r for r in results if r.resolution == res), key=lambda r: r.streams)
+        ns = [r.streams for r in rs]
+        ax1.plot(ns, [r.crops_per_s for r in rs], "o-", label=f"pipeline {res}")
+        ax1.plot(ns, [r.model_only_crops_per_s for r in rs], "x--", label=f"model only {res}")
+        ax2.plot(ns, [r.latency_p99_s for r in rs], "o-", label=f"p99 {res}")
+        ax2.plot(ns, [r.latency_p50_s for r in rs], "x--", label=f"p50 {res}")
+    ax1.set(xlabel="streams", ylabel="analysed crops / s", title="Throughput")
+    ax2.set(xlabel="streams", ylabel="frame arrival to score (s)", title="Latency")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+async def run_bench(
+    cfg: Config, engine: Engine, streams: list[int], resolutions: list[str],
+    seconds: float, warmup: float, out_dir: Path, video_dir: Path,
+) -> list[CaseResult]:
+    videos = sample_videos(video_dir, resolutions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    with EmbeddedRedis() as redis_server:
+        rtsp = RtspServer(videos, out_dir, loop=True)
+        rtsp.start()
+        try:
+            for res in resolutions:
+                for n in streams:
+                    print(f"... {n} stream(s) at {res}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
+                    results.append(await run_case(cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup))
+        finally:
+            rtsp.stop()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    doc = {
+        "benchmark": "pipeline",
+        "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
+        "engine": {"name": engine.meta.name, "backend": type(engine).__name__},
+        "analysis_fps": cfg.ingest.analysis_fps,
+        "results": [asdict(r) for r in results],
+    }
+    (out_dir / f"pipeline-{stamp}.json").write_text(json.dumps(doc, indent=1))
+    plot(results, out_dir / f"pipeline-{stamp}.png")
+    print_table(results)
+    print(json.dumps({k: v for k, v in doc.items() if k != "results"} | {
+        "results": [{k: v for k, v in asdict(r).items() if k != "rss_mb_timeline"} for r in results]
+    }))
+    print(f"wrote {out_dir}/pipeline-{stamp}.json and .png")
+    return results
