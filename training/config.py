@@ -154,7 +154,9 @@ class AugmentConfig(_Section):
     scale: tuple[float, float] = Field((0.08, 1.0), description="Random resized crop: area fraction kept")
     ratio: tuple[float, float] = Field((0.75, 1.3333), description="Random resized crop: aspect ratio")
     hflip: float = Field(0.5, ge=0.0, le=1.0)
-    auto_augment: str | None = Field("rand-m9-mstd0.5-inc1", description="timm RandAugment spec; none = colour jitter")
+    # FSFM's rand-m9-mstd0.5-inc1, capped at magnitude 9 (mmax9): above it, timm's increasing
+    # posterize keeps 0 bits, which Pillow >= 11 refuses (a random crash mid-training).
+    auto_augment: str | None = Field("rand-m9-mstd0.5-inc1-mmax9", description="timm RandAugment spec; none = colour jitter")
     color_jitter: float = Field(0.4, ge=0.0, le=1.0, description="Used when auto_augment is none")
     reprob: float = Field(0.25, ge=0.0, le=1.0, description="Random erasing probability")
     mixup: float = Field(0.0, ge=0.0, le=10.0, description="Mixup alpha (0 = off); needs no triplet and no attribution")

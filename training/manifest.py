@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def read_csv_manifest(path: Path, root: Path) -> list[VideoEntry]:
                 raise ConfigError(f"{path} line {line}: label must be real or fake, got {row['label']!r}")
             if not (row["path"] or "").strip() or not (row["split"] or "").strip():
                 raise ConfigError(f"{path} line {line}: path and split must not be empty")
-            video = (root / row["path"].strip()).resolve()
+            video = Path(os.path.abspath(root / row["path"].strip()))  # links are entries of their own
             entries.append(
                 VideoEntry(
                     key=_key(video.stem, str(video)),
@@ -95,7 +96,7 @@ def read_deepfakebench(path: Path, root: Path, compression: str) -> list[VideoEn
                     frames = info.get("frames") if isinstance(info, dict) else None
                     if not frames:
                         raise ConfigError(f"{path}: {dataset}/{label_name}/{split}/{video} has no 'frames' list")
-                    paths = tuple((root / f).resolve() for f in frames)
+                    paths = tuple(Path(os.path.abspath(root / f)) for f in frames)
                     entries.append(
                         VideoEntry(
                             key=_key(f"{label_name}_{video}", f"{dataset}/{label_name}/{video}"),
