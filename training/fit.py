@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
@@ -220,7 +222,10 @@ class Trainer:
 
     def train_epoch(self) -> float:
         self.model.train()
-        torch.manual_seed(self.cfg.run.seed * 7919 + self.epoch)  # drop path, erasing, mixup
+        seed = self.cfg.run.seed * 7919 + self.epoch
+        torch.manual_seed(seed)  # drop path
+        random.seed(seed)  # timm's random erasing
+        np.random.seed(seed)  # timm's mixup
         total = 0.0
         desc = f"epoch {self.epoch + 1}/{self.cfg.optim.epochs}"
         bar = tqdm(self._train_loader(), total=self.steps_per_epoch, desc=desc, unit="step", leave=False)
