@@ -6,8 +6,9 @@ what the model alone can do on this machine at this moment (the goal is >= 0.85 
 the model is the bottleneck). CPU per stage comes from the kernel's per-thread
 accounting (/proc/self/task/*/stat), grouped by the names the pipeline gives its
 threads: `ingest-*` (decode), `faces-*` (detection, tracking, crops),
-`streamguard-infer*` (the engine) and the event loop (scoring, Redis); mediapipe
-runs its graph on threads of its own, so detection is partly under `other`.
+`streamguard-infer*` (the engine) and the event loop (scoring, Redis). Threads
+Python did not start land in `other`: mostly torch's OpenMP pool (the engine's
+other cores) and mediapipe's graph threads.
 """
 
 from __future__ import annotations
