@@ -213,18 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(prog: str, args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: user errors become one line and exit 2 (shared by streamguard-train)."""
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     try:
         return args.func(args)
     except StreamguardError as err:
-        print(f"streamguard: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("streamguard", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

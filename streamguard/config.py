@@ -267,7 +267,7 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
     for key in parents:
@@ -277,7 +277,7 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
+def format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -295,11 +295,11 @@ def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None, 
     data = dict(data)
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_path(data, dotted, value)
+            set_path(data, dotted, value)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, origin)) from None
+        raise ConfigError(format_validation_error(err, origin)) from None
 
 
 def load_config(
@@ -341,4 +341,4 @@ def parse_stream_arg(arg: str) -> StreamConfig:
     try:
         return StreamConfig(name=name, url=url)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, f"--stream {name}")) from None
+        raise ConfigError(format_validation_error(err, f"--stream {name}")) from None

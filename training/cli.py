@@ -21,10 +21,10 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
+from streamguard.cli import run_command  # noqa: E402
+from streamguard.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("streamguard.train")
-EXIT_BAD_INPUT = 2
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -163,17 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    try:
-        return args.func(args)
-    except StreamguardError as err:
-        print(f"streamguard-train: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
+    return run_command("streamguard-train", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

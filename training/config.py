@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamguard.config import _format_validation_error, _set_path  # one error format for both CLIs
+from streamguard.config import format_validation_error, set_path  # one error format for both CLIs
 from streamguard.errors import ConfigError
 
 IDENTITIES = ("astronaut", "grace_hopper", "cameraman")  # real faces shipped inside packages (sample_faces.py)
@@ -218,11 +218,11 @@ def load_train_config(path: Path | str, overrides: dict[str, Any] | None = None)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
-        _set_path(data, dotted, value)
+        set_path(data, dotted, value)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, str(path))) from None
+        raise ConfigError(format_validation_error(err, str(path))) from None
 
 
 def parse_set_arg(arg: str) -> tuple[str, Any]:
