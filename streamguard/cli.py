@@ -22,6 +22,7 @@ from typing import Any
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
 
@@ -218,6 +219,7 @@ def run_command(prog: str, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    limit_numpy_blas_threads()
     try:
         return args.func(args)
     except StreamguardError as err:
