@@ -26,6 +26,7 @@ import numpy as np
 from streamguard import metrics
 from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1, StreamEventV1, StreamState
 from streamguard.alerts.thumbnails import alert_thumbnails
+from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
@@ -36,9 +37,13 @@ from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source import SourceStats, StateCallback
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
-from streamguard.types import Face, Frame, Sample
+from streamguard.types import Detection, Face, Frame, Sample
 
 log = logging.getLogger(__name__)
+
+# Spare time the look-ahead leaves between its detection and the engine going idle:
+# the hand-off (tracking, cropping, queueing) takes a few milliseconds.
+LOOKAHEAD_MARGIN_S = 0.015
 
 
 class EventPublisher(Protocol):
@@ -103,6 +108,7 @@ class StreamWorker:
         self.source.on_state = self._publish_state
         self.scorer = StreamScorer(stream.name, cfg.scoring_for(stream), model, calibrated_threshold)
         self._scores_due = 0.0
+        self._detect_seconds = 0.0  # moving average of one detector run, for the look-ahead
         self.error: str | None = None
         self.frames_analysed = 0
         self.faces = 0
@@ -140,34 +146,85 @@ class StreamWorker:
             self.queue.close()
 
     async def _analyse(self, stage: FaceStage, executor: ThreadPoolExecutor) -> None:
+        """Frame by frame: detect, track, score. The next frame is detected while the model scores this one.
+
+        With one frame in flight per stream the engine would idle while every stream
+        detects its next frame (measured: 12-18% of its throughput). So once this frame's
+        crops are queued, a look-ahead task takes the newest frame just in time
+        (`MicroBatcher.free_at` minus the recent detection time, so the frame is no older
+        than needed) and runs the detector on it; tracking it waits until this frame's
+        re-identification is done, so the tracker still sees frames strictly in order.
+        """
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                frame = await self.queue.get()
-            except QueueClosed:
-                return
-            faces, ended = await loop.run_in_executor(executor, stage.process, frame)
-            self.frames_analysed += 1
-            metrics.FRAMES_ANALYSED.labels(self.stream.name).inc()
-            self._emit(self.scorer.end(ended))
-            if not faces:
-                continue
-            self.faces += len(faces)
-            try:
-                p_fake, embeddings = await self.batcher.infer(np.stack([f.crop for f in faces]))
-            except CropsDropped:
-                continue
-            metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)
-            final = stage.reidentify(faces, embeddings)  # ids of new faces are final only now
-            metrics.REIDENTIFIED.labels(self.stream.name).inc(sum(a.track != b.track for a, b in zip(faces, final)))
-            for face, p, emb in zip(final, p_fake, embeddings):
-                sample = Sample(face, float(p), emb)
-                if self.on_sample is not None:
-                    self.on_sample(sample)
-                event = self.scorer.add(sample)
-                if event is not None:
-                    self._emit([event], frame if event.type == "alert" else None, face)
-            self._publish_scores(frame.wall_ts)
+        scoring: asyncio.Future[tuple[np.ndarray, np.ndarray]] | None = None
+        lookahead: asyncio.Task[tuple[Frame, list[Detection] | None] | None] | None = None
+        try:
+            detected = await self._next_detected(stage, executor, None)
+            while detected is not None:
+                frame, detections = detected
+                faces, ended = await loop.run_in_executor(executor, stage.track, frame, detections)
+                self.frames_analysed += 1
+                metrics.FRAMES_ANALYSED.labels(self.stream.name).inc()
+                self._emit(self.scorer.end(ended))
+                if not faces:
+                    detected = await self._next_detected(stage, executor, None)
+                    continue
+                self.faces += len(faces)
+                try:
+                    scoring = self.batcher.submit(np.stack([f.crop for f in faces]))
+                except CropsDropped:
+                    detected = await self._next_detected(stage, executor, None)
+                    continue
+                ready_by = self.batcher.free_at()
+                lookahead = asyncio.create_task(
+                    self._next_detected(stage, executor, ready_by), name=f"lookahead-{self.stream.name}"
+                )
+                try:
+                    p_fake, embeddings = await scoring
+                except CropsDropped:
+                    pass
+                else:
+                    self._score(frame, faces, p_fake, embeddings, stage)
+                scoring = None
+                detected = await lookahead
+                lookahead = None
+        finally:
+            if scoring is not None:
+                scoring.cancel()  # withdraws the crops from the batcher's queue
+            if lookahead is not None:
+                lookahead.cancel()
+                await asyncio.gather(lookahead, return_exceptions=True)
+
+    async def _next_detected(
+        self, stage: FaceStage, executor: ThreadPoolExecutor, ready_by: float | None
+    ) -> tuple[Frame, list[Detection] | None] | None:
+        """The newest frame and its detections, taken no earlier than needed to be ready by `ready_by`."""
+        loop = asyncio.get_running_loop()
+        if ready_by is not None:
+            lead = self._detect_seconds + LOOKAHEAD_MARGIN_S
+            await asyncio.sleep(max(0.0, ready_by - lead - loop.time()))
+        try:
+            frame = await self.queue.get()
+        except QueueClosed:
+            return None
+        started = loop.time()
+        detections = await loop.run_in_executor(executor, stage.detect, frame)
+        if detections is not None:  # the detector ran (not a tracked-only frame)
+            self._detect_seconds = 0.8 * self._detect_seconds + 0.2 * (loop.time() - started)
+        return frame, detections
+
+    def _score(self, frame: Frame, faces: list[Face], p_fake: np.ndarray, embeddings: np.ndarray, stage: FaceStage) -> None:
+        metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)
+        final = stage.reidentify(faces, embeddings)  # ids of new faces are final only now
+        metrics.REIDENTIFIED.labels(self.stream.name).inc(sum(a.track != b.track for a, b in zip(faces, final)))
+        for face, p, emb in zip(final, p_fake, embeddings):
+            sample = Sample(face, float(p), emb)
+            if self.on_sample is not None:
+                self.on_sample(sample)
+            event = self.scorer.add(sample)
+            if event is not None:
+                self._emit([event], frame if event.type == "alert" else None, face)
+        self._publish_scores(frame.wall_ts)
 
     def _emit(self, events: list[EventV1], frame: Frame | None = None, face: Face | None = None) -> None:
         """Publish events; an alert (given its frame and face) carries thumbnails when enabled."""
@@ -249,6 +306,7 @@ class Pipeline:
         self._idle.set()
 
     async def start(self) -> None:
+        limit_numpy_blas_threads()
         await self.batcher.start()
         for stream in self.cfg.streams:
             self.add_stream(stream)

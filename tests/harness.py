@@ -117,3 +117,12 @@ async def live_pipeline(redis_url: str, cfg: Config) -> AsyncIterator[Live]:
         await events.poll()  # the events of the shutdown too
         await events.close()
         engine.close()
+
+
+async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition only observable by looking (a counter, a state), failing after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} within {timeout} s")
+        await asyncio.sleep(0.02)

@@ -191,3 +191,27 @@ async def test_rejects_bad_crops_before_queueing(torch_engine):
             await batcher.infer(make_crops(1, 0).astype(np.float32))
     finally:
         await batcher.close()
+
+
+async def test_free_at_estimates_when_the_engine_has_scored_everything_queued(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0)
+    loop = asyncio.get_running_loop()
+    try:
+        assert batcher.free_at() == pytest.approx(loop.time(), abs=0.05)  # idle, nothing learnt yet
+        loop.call_later(0.2, engine.gate.set)  # the first batch of 2 takes >= 0.2 s
+        await asyncio.wait_for(batcher.infer(make_crops(2, 0)), TIMEOUT)
+        per_crop = batcher.seconds_per_crop
+        assert per_crop >= 0.1
+        engine.gate.clear()
+        engine.entered.clear()
+        first = batcher.submit(make_crops(2, 1))
+        assert await asyncio.to_thread(engine.entered.wait, TIMEOUT)  # in flight, held
+        held = batcher.free_at()
+        queued = batcher.submit(make_crops(3, 2))  # waits behind it
+        assert batcher.free_at() - held == pytest.approx(3 * per_crop, abs=0.01)
+        assert held >= loop.time() + per_crop  # most of the held batch's 2 crops are still to come
+        engine.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, queued), TIMEOUT)
+    finally:
+        await batcher.close()

@@ -183,3 +183,38 @@ def test_identity_errors_on_generated_sequences(scene, reidentify, expected, eng
     assert (counts.id_switches, counts.fragmentations) == expected
     assert counts.false_positives == 0
     assert counts.matches >= 0.95 * counts.objects
+
+
+def test_detecting_the_next_frame_before_reidentifying_this_one_gives_the_same_ids(engine):
+    """The pipeline's look-ahead order: detect(n+1) runs while the model scores frame n,
+    before reidentify(n); tracking n+1 waits for it. Ids must match the plain order."""
+    seq = sequences.leave_and_return()
+    frames = [Frame("stage-lookahead", float(t), 0.0, seq.frame(float(t))[0]) for t in seq.times()]
+
+    def final_ids(lookahead: bool) -> list[list[int]]:
+        out = []
+        with FaceStage("stage-lookahead", DetectorConfig(), TrackerConfig(), CropConfig(size=CROP)) as stage:
+            detections = stage.detect(frames[0])
+            for i, frame in enumerate(frames):
+                faces, _ = stage.track(frame, detections)
+                if lookahead and i + 1 < len(frames):
+                    detections = stage.detect(frames[i + 1])  # before this frame's reidentify
+                if faces:
+                    _, embeddings = engine.infer(np.stack([f.crop for f in faces]))
+                    out.append([f.track for f in stage.reidentify(faces, embeddings)])
+                if not lookahead and i + 1 < len(frames):
+                    detections = stage.detect(frames[i + 1])
+        return out
+
+    plain = final_ids(lookahead=False)
+    assert {t for ids in plain for t in ids} == {1, 2}  # the returning face took back its id
+    assert final_ids(lookahead=True) == plain
+
+
+def test_detect_skips_frames_between_detections_and_after_a_restart_detects_at_once():
+    stream = "stage-detect-due"
+    with FaceStage(stream, DetectorConfig(detect_every=3), TrackerConfig(), CropConfig(size=CROP)) as stage:
+        ran = [stage.detect(_frame(stream, i / 5)) is not None for i in range(7)]
+        assert ran == [True, False, False, True, False, False, True]
+        assert stage.detect(_frame(stream, 1.4)) is None  # due again only at frame 9 ...
+        assert stage.detect(_frame(stream, 0.0)) is not None  # ... unless the clock went back (a file restarted)

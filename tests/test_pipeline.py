@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
 from PIL import Image
 
+from streamguard import metrics
 from streamguard.alerts.events import EventV1, ScoresV1, parse_any_event
 from streamguard.alerts.redis_sink import RedisSink
 from streamguard.config import build_config
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
 from streamguard.pipeline import Pipeline
+from tests.harness import wait_until
 
 
 def face_events(payloads) -> list[EventV1]:
@@ -98,3 +101,50 @@ async def test_calibrated_threshold_from_the_engine(sample_video, fresh_redis):
     await client.aclose()
     alerts = [e for e in events if e.type == "alert"]
     assert alerts and all((e.threshold, e.threshold_source) == (0.0, "calibrated") for e in alerts)
+
+
+class HeldEngine:
+    """The real tiny engine behind a gate: every batch waits until the test opens it."""
+
+    def __init__(self, inner: TorchEngine):
+        self.inner = inner
+        self.meta, self.embed_dim, self.input_size = inner.meta, inner.embed_dim, inner.input_size
+        self.precision = inner.precision
+        self.calls = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def infer(self, crops):
+        self.calls += 1
+        self.entered.set()
+        if not self.gate.wait(30):
+            raise TimeoutError("test gate never opened")
+        return self.inner.infer(crops)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_next_frame_is_detected_while_the_model_scores_this_one(sample_video, fresh_redis, tiny_engine):
+    engine = HeldEngine(tiny_engine)
+    cfg = config(sample_video, fresh_redis.url)
+    cfg.streams[0].name = "lookahead"
+    detected = metrics.FACES_DETECTED.labels(stream="lookahead")
+    before = detected._value.get()
+    sink = RedisSink(cfg.redis, fresh_redis.url)
+    await sink.start()
+    pipeline = Pipeline(cfg, engine, sink)
+    await pipeline.start()
+    try:
+        assert await asyncio.to_thread(engine.entered.wait, 30)  # frame 1's two faces are with the model
+        worker = pipeline.workers["lookahead"]
+        # Frame 2's two faces are found while the model still holds frame 1 ...
+        await wait_until(lambda: detected._value.get() - before >= 4, 30, "the next frame detected")
+        # ... but it is tracked only after frame 1 is scored (the tracker sees frames in order).
+        assert (worker.frames_analysed, engine.calls) == (1, 1)
+        engine.gate.set()
+        await wait_until(lambda: worker.frames_analysed >= 3, 30, "more frames analysed")
+    finally:
+        engine.gate.set()
+        await pipeline.close()
+        await sink.close(timeout=10)

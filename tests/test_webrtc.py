@@ -15,7 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.ingest import LatestQueue, ice
 from streamguard.ingest.webrtc import OfferError, WhipSession, WhipSource, check_offer
-from tests.harness import LOOPBACK_WEBRTC, live_config, live_pipeline
+from tests.harness import LOOPBACK_WEBRTC, live_config, live_pipeline, wait_until
 from tests.whep_server import SampleTrack, WhepServer
 
 SDP = {"Content-Type": "application/sdp"}
@@ -58,14 +58,6 @@ async def poll_status(http: aiohttp.ClientSession, url: str, check, timeout: flo
         if time.monotonic() > deadline:
             pytest.fail(f"status never matched within {timeout} s: {status}")
         await asyncio.sleep(0.1)
-
-
-async def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not {what} within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])

@@ -31,7 +31,7 @@ from streamguard.config import CropConfig, DetectorConfig, TrackerConfig
 from streamguard.faces.crops import crop_face, normalise_box
 from streamguard.faces.detector import FaceDetector
 from streamguard.faces.tracker import FaceTracker, TrackBox
-from streamguard.types import Face, Frame
+from streamguard.types import Detection, Face, Frame
 
 
 class FaceStage:
@@ -53,16 +53,31 @@ class FaceStage:
 
     def process(self, frame: Frame) -> tuple[list[Face], list[int]]:
         """The tracked faces in `frame` (ids of new tracks are provisional) and the ids that ended."""
+        return self.track(frame, self.detect(frame))
+
+    def detect(self, frame: Frame) -> list[Detection] | None:
+        """Run the detector on `frame` if it is due, else None (`track` will predict).
+
+        The expensive half of `process`, and it leaves the tracker alone: the pipeline
+        runs it for the next frame while the model still scores this one, before this
+        frame's `reidentify`. Call `detect` and `track` alternately, frames in order.
+        """
         restarted = self._last_pts is not None and frame.pts < self._last_pts  # every track ends: detect now
         self._last_pts = frame.pts
-        if self._due == 0 or restarted:
-            detections = self._detector.candidates(frame.rgb)
-            self._faces_detected.inc(sum(d.score >= self._min_confidence for d in detections))
-            step = self._tracker.update(detections, frame.pts)
-            self._due = self._detect_every - 1
-        else:
-            step = self._tracker.predict(frame.pts)
+        if self._due > 0 and not restarted:
             self._due -= 1
+            return None
+        self._due = self._detect_every - 1
+        detections = self._detector.candidates(frame.rgb)
+        self._faces_detected.inc(sum(d.score >= self._min_confidence for d in detections))
+        return detections
+
+    def track(self, frame: Frame, detections: list[Detection] | None) -> tuple[list[Face], list[int]]:
+        """`frame`'s faces given its `detect` result: tracked, cropped; and the ids that ended."""
+        if detections is None:
+            step = self._tracker.predict(frame.pts)
+        else:
+            step = self._tracker.update(detections, frame.pts)
         self._active_tracks.set(len(self._tracker.active))
         w, h = frame.size
         self._diagonal = math.hypot(w, h)

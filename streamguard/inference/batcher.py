@@ -76,6 +76,8 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._batch_started = 0.0  # loop time the in-flight batch went to the engine
+        self._seconds_per_crop = 0.0  # moving average of the engine's time per crop, for free_at
 
     async def start(self) -> None:
         if self._task is not None or self._closed:
@@ -85,20 +87,29 @@ class MicroBatcher:
 
     async def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [n, S, S, 3] -> (p_fake float32 [n], embedding float32 [n, D]) for these rows."""
+        return await self.submit(crops)
+
+    def submit(self, crops: np.ndarray) -> asyncio.Future[tuple[np.ndarray, np.ndarray]]:
+        """Queue `crops` now; the future resolves as `infer` returns (cancel it to withdraw them).
+
+        For a caller that wants `free_at` to count its own crops before it awaits them.
+        """
         check_crops(crops, self._engine.input_size)
         if self._closed:
             raise BatcherClosed("micro-batcher is closed")
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         n = len(crops)
+        loop = asyncio.get_running_loop()
         if n == 0:
-            return np.zeros(0, np.float32), np.zeros((0, self._engine.embed_dim), np.float32)
+            done = loop.create_future()
+            done.set_result((np.zeros(0, np.float32), np.zeros((0, self._engine.embed_dim), np.float32)))
+            return done
         if n > self._cfg.queue_size:
             CROPS_DROPPED.inc(n)
             raise CropsDropped(f"{n} crops dropped: more than the whole model queue ({self._cfg.queue_size} crops)")
         while self._pending + n > self._cfg.queue_size:
             self._drop_oldest()
-        loop = asyncio.get_running_loop()
         request = _Request(
             crops=crops,
             future=loop.create_future(),
@@ -110,7 +121,26 @@ class MicroBatcher:
         self._pending += n
         CROP_QUEUE_DEPTH.set(self._pending)
         self._wakeup.set()
-        return await request.future
+        return request.future
+
+    @property
+    def seconds_per_crop(self) -> float:
+        """The engine's recent time per crop (a moving average; 0 before the first batch)."""
+        return self._seconds_per_crop
+
+    def free_at(self) -> float:
+        """Loop time by which the engine should have scored every crop queued or in flight now.
+
+        An estimate from the recent seconds per crop; a stream uses it to take and detect
+        its next frame just in time for the engine, neither too early (a stale frame)
+        nor too late (an idle engine). Before the first batch it is simply now.
+        """
+        now = asyncio.get_running_loop().time()
+        per_crop = self.seconds_per_crop
+        busy_until = now
+        if self._in_flight:
+            busy_until = max(now, self._batch_started + per_crop * sum(s.stop - s.start for s in self._in_flight))
+        return busy_until + per_crop * self._pending
 
     async def close(self) -> None:
         self._closed = True
@@ -179,6 +209,7 @@ class MicroBatcher:
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Slice]) -> None:
         crops = np.concatenate([s.request.crops[s.start : s.stop] for s in batch])  # [B, S, S, 3]
         self._in_flight = batch
+        self._batch_started = loop.time()
         try:
             p_fake, embedding = await loop.run_in_executor(self._executor, self._timed_infer, crops)
         except Exception as err:  # the engine failed: only this batch's callers hear of it
@@ -202,7 +233,10 @@ class MicroBatcher:
         """Runs in the worker thread."""
         t0 = time.perf_counter()
         out = self._engine.infer(crops)
-        INFER_SECONDS.observe(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        per_crop = seconds / len(crops)
+        self._seconds_per_crop = per_crop if self._seconds_per_crop == 0 else 0.8 * self._seconds_per_crop + 0.2 * per_crop
+        INFER_SECONDS.observe(seconds)
         BATCH_SIZE.observe(len(crops))
         return out
 
