@@ -121,6 +121,7 @@ class StreamWorker:
         stage: FaceStage | None = None
         reader = asyncio.create_task(self._read(), name=f"source-{self.stream.name}")
         reason = "shutdown"
+        self.batcher.join()
         try:
             stage = await loop.run_in_executor(
                 executor, FaceStage, self.stream.name, self.cfg.detector, self.cfg.tracker, self.cfg.crop
@@ -128,6 +129,7 @@ class StreamWorker:
             await self._analyse(stage, executor)
             reason = "stream_ended"
         finally:
+            self.batcher.leave()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             self._emit(self.scorer.end_all(reason))
@@ -171,7 +173,7 @@ class StreamWorker:
                     continue
                 self.faces += len(faces)
                 try:
-                    scoring = self.batcher.submit(np.stack([f.crop for f in faces]))
+                    scoring = self.batcher.submit(np.stack([f.crop for f in faces]), member=True)
                 except CropsDropped:
                     detected = await self._next_detected(stage, executor, None)
                     continue

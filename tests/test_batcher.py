@@ -215,3 +215,23 @@ async def test_free_at_estimates_when_the_engine_has_scored_everything_queued(to
         await asyncio.wait_for(asyncio.gather(first, queued), TIMEOUT)
     finally:
         await batcher.close()
+
+
+async def test_a_partial_batch_goes_at_once_when_every_member_stream_has_submitted(torch_engine):
+    engine = RecordingEngine(torch_engine)
+    batcher = await started(engine, max_batch=16, max_wait_ms=5000)  # waiting for company would time out
+    try:
+        batcher.join()
+        await asyncio.wait_for(batcher.submit(make_crops(2, 0), member=True), 2.0)  # the only member: no wait
+        batcher.join()
+        first = batcher.submit(make_crops(2, 1), member=True)  # must wait: the other member is still to come
+        # A negative can only be watched for a while: 0.2 s is ample for a batcher that went early.
+        await asyncio.sleep(0.2)
+        assert len(engine.batch_sizes) == 1 and not first.done()
+        second = batcher.submit(make_crops(3, 2), member=True)
+        await asyncio.wait_for(asyncio.gather(first, second), 2.0)
+        assert engine.batch_sizes == [2, 5]  # both members' crops in one batch, without the 5 s wait
+        batcher.leave()
+        batcher.leave()
+    finally:
+        await batcher.close()
