@@ -53,6 +53,11 @@ class IngestConfig(_Section):
     max_lag_s: float = Field(
         1.0, gt=0, le=60, description="When decoding falls this far behind a live source, skip to its next keyframe (bounds latency)"
     )
+    keyframes_when_behind: bool = Field(
+        True,
+        description="Decode only keyframes while analysis takes a frame less often than every second keyframe "
+        "(saves decode CPU under overload; a frame may then be up to one keyframe interval old)",
+    )
     retry_first_open: bool = Field(
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
     )

@@ -27,6 +27,9 @@ DECODE_ERRORS = Counter("streamguard_decode_errors", "Packets the decoder reject
 PACKETS_SKIPPED = Counter(
     "streamguard_packets_skipped", "Packets skipped undecoded to catch up with a live source", ["stream"], registry=REGISTRY
 )
+PACKETS_UNNEEDED = Counter(
+    "streamguard_packets_unneeded", "Packets left undecoded while analysis used keyframes only", ["stream"], registry=REGISTRY
+)
 
 # faces
 FACES_DETECTED = Counter("streamguard_faces_detected", "Faces detected", ["stream"], registry=REGISTRY)
@@ -60,7 +63,7 @@ def forget_stream(name: str) -> None:
     """Drop a removed stream's series (every metric labelled by stream), and the queue its depth gauge reads."""
     for metric in (
         FRAMES_DECODED, FRAMES_SAMPLED, FRAMES_DROPPED, FRAMES_ANALYSED, FRAME_QUEUE_DEPTH, RECONNECTS,
-        STREAM_UP, STREAM_STATE, STALLS, DECODE_ERRORS, PACKETS_SKIPPED, FACES_DETECTED, ACTIVE_TRACKS, REIDENTIFIED,
+        STREAM_UP, STREAM_STATE, STALLS, DECODE_ERRORS, PACKETS_SKIPPED, PACKETS_UNNEEDED, FACES_DETECTED, ACTIVE_TRACKS, REIDENTIFIED,
     ):
         try:
             metric.remove(name)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url, redact_url
-from streamguard.ingest.source import FpsSampler, backoff_delay
+from streamguard.ingest.source import FpsSampler, KeyframeGate, backoff_delay
 from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
@@ -144,6 +144,23 @@ def test_sampler_survives_timestamp_jumps_and_resets():
     out = kept(before + jumped + reset, 5.0)
     assert out[10] == 1000.0 and out[20] == 0.0
     assert len(out) == 30
+
+
+def test_keyframe_gate_skips_between_keyframes_only_while_the_consumer_is_slow():
+    gate = KeyframeGate()
+    packets = [(k / 25, k % 25 == 0) for k in range(25 * 8)]  # 8 s of 25 fps, a keyframe every second
+
+    def skipped(seconds: range, consumer_interval: float | None) -> list[bool]:
+        return [gate.skip(t, key, consumer_interval) for t, key in packets if int(t) in seconds]
+
+    assert not any(skipped(range(0, 2), None))  # the consumer's pace is unknown yet
+    assert not any(skipped(range(2, 3), 1.9))  # under twice the keyframe interval: decode all
+    slow = skipped(range(3, 5), 2.5)
+    assert slow == [t % 1 != 0 for t, _ in packets[75:125]]  # keyframes only, from the first keyframe on
+    assert skipped(range(5, 6), 1.7)[1:] == [True] * 24  # inside the 1.5-2 band: stays (hysteresis)
+    assert not any(skipped(range(6, 7), 1.4))  # it caught up: everything again, from the keyframe on
+    gate.skip(100.0, False, 9.0)  # no keyframe, no change of mind
+    assert not gate.keyframes_only
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap():
@@ -381,3 +398,22 @@ async def test_live_source_without_reconnect_ends_when_the_server_goes(rtsp_serv
         await stop(task)
     assert source.state == "ended" and source.reconnects == 0
 
+
+async def test_a_slow_consumer_gets_keyframes_and_the_rest_is_not_decoded(rtsp_server):
+    name = "rtsp-keyframes"
+    source, queue, _ = make_source(rtsp_server.url("cam2"), name, analysis_fps=5.0)
+    task = asyncio.create_task(source.run())
+    try:
+        for _ in range(3):  # the consumer takes a frame every 2.5 s (the sample has a keyframe every second)
+            await asyncio.wait_for(queue.get(), 5)
+            await asyncio.sleep(2.5)
+        decoded, t0 = source.frames_decoded, time.monotonic()
+        frames = [await asyncio.wait_for(queue.get(), 5)]
+        await asyncio.sleep(2.5)
+        frames.append(await asyncio.wait_for(queue.get(), 5))
+        rate = (source.frames_decoded - decoded) / (time.monotonic() - t0)
+    finally:
+        await stop(task)
+    assert rate < 2.0  # about one keyframe a second, not 25 frames
+    assert all(looks_like_sample_at(f) for f in frames)  # whole, clean pictures
+    assert (metric("streamguard_packets_unneeded_total", name) or 0) > 40

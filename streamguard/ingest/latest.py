@@ -14,6 +14,7 @@ Use it from the event loop thread only; a producer thread hands items over with
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -33,6 +34,8 @@ class LatestQueue(Generic[T]):
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
         self.dropped = 0
+        self.get_interval: float | None = None  # moving average of seconds between gets: the consumer's pace
+        self._last_get: float | None = None
         self._on_drop = on_drop
         self._items: deque[T] = deque()
         self._closed = False
@@ -74,6 +77,11 @@ class LatestQueue(Generic[T]):
             await self._readable.wait()
         item = self._items.popleft()
         self._update()
+        now = time.monotonic()
+        if self._last_get is not None:
+            gap = now - self._last_get
+            self.get_interval = gap if self.get_interval is None else 0.7 * self.get_interval + 0.3 * gap
+        self._last_get = now
         return item
 
     def close(self) -> None:
