@@ -7,7 +7,7 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test bench clean
+.PHONY: setup system-packages demo test bench bench-overload bench-soak clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -36,6 +36,20 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Whole-pipeline benchmark (docs/benchmarks.md): 1, 2, 4, 8 live RTSP streams at 720p and
+# 1080p against the engine alone; about 12 minutes on 2 cores. BENCH_ARGS adds options.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/streamguard bench pipeline $(BENCH_ARGS)
+
+# Latency under sustained overload: first vs last minute of 3 minutes (about 4 minutes).
+bench-overload: setup
+	$(BIN)/streamguard bench pipeline --streams 2 --resolutions 720p --seconds 180 --front-end-seconds 0 $(BENCH_ARGS)
+
+# Memory soak: RSS growth from minute 2 to minute 10 with 4 streams (about 11 minutes).
+bench-soak: setup
+	$(BIN)/streamguard bench pipeline --streams 4 --resolutions 720p --seconds 600 --front-end-seconds 0 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

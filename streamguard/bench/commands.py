@@ -31,11 +31,15 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     unknown = [r for r in resolutions if r not in RESOLUTIONS]
     if unknown:
         raise ConfigError(f"unknown resolution {unknown[0]!r}; choose from {', '.join(RESOLUTIONS)}")
-    cfg = load_config(args.config, _overrides(args))
+    overrides = _overrides(args)
+    if args.precision is None and args.engine is None and args.config is None:
+        # The engine a trained checkpoint gets by default on a CPU; untrained weights would get torch fp32.
+        overrides["model.precision"] = "int8"
+    cfg = load_config(args.config, overrides)
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     try:
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
-                              args.out, args.out / "videos"))
+                              args.out, args.out / "videos", args.front_end_seconds))
     finally:
         engine.close()
     return 0
@@ -47,8 +51,10 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("pipeline", help="N live RTSP streams through the whole pipeline vs the model alone")
     p.add_argument("--streams", default="1,2,4,8", help="stream counts to run, e.g. 1,2,4,8")
     p.add_argument("--resolutions", default="720p,1080p", help="720p and/or 1080p")
-    p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per case (>= 150 adds first/last-minute p99)")
+    p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per case (>= 150 adds first/last-minute p99, >= 300 the RSS growth after minute 2)")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
+    p.add_argument("--front-end-seconds", type=float, default=20.0,
+                   help="seconds of one stream through decode + detection alone, per resolution (0: skip)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
     _add_pipeline_options(p)
     p.set_defaults(func=cmd_bench_pipeline)
