@@ -63,6 +63,7 @@ class CaseResult:
     frames_dropped_per_stream: list[int]
     crops_dropped: int
     cpu_cores_by_stage: dict[str, float]
+    rtsp_server_cores: float  # the test harness's RTSP server: shares this machine's cores, not part of the pipeline
     load_factor: float  # crops/s the streams offer (analysis fps x faces) over model-only crops/s
     peak_rss_mb: float  # largest RSS sampled during the case
     rss_growth: float | None  # RSS at the end over RSS at minute 2 (runs of >= 5 min), the soak figure
@@ -163,13 +164,16 @@ async def run_case(
     await pipeline.start()
     stop = asyncio.Event()
     cpu_start: dict[str, float] = {}
+    server_start = 0.0
     deadline = warmup + seconds
     while (now := time.monotonic() - t0) < deadline:
         if not cpu_start and now >= warmup:
             cpu_start = thread_cpu_seconds()  # stage threads exist once streams are live
+            server_start = process_cpu_seconds_of(rtsp.pid)
         rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
         await pipeline.wait(stop, duration=min(1.0, deadline - now), until_idle=False)
     cpu_end = thread_cpu_seconds()
+    server_cores = (process_cpu_seconds_of(rtsp.pid) - server_start) / seconds
     dropped = [w.queue.dropped for w in pipeline.workers.values()]
     await pipeline.close()
     await sink.close(timeout=5)
@@ -203,6 +207,7 @@ async def run_case(
         frames_dropped_per_stream=dropped,
         crops_dropped=int(metrics.CROPS_DROPPED._value.get() - crops_dropped0),
         cpu_cores_by_stage={g: round((cpu_end.get(g, 0) - cpu_start.get(g, 0)) / seconds, 3) for g in cpu_end},
+        rtsp_server_cores=round(server_cores, 3),
         load_factor=round(offered / model_only, 2),
         peak_rss_mb=max(mb for _, mb in rss_timeline),
         rss_growth=rss_growth(rss_timeline),
@@ -265,6 +270,15 @@ def process_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def process_cpu_seconds_of(pid: int | None) -> float:
+    """CPU seconds used so far by another process (all its threads); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def _hist(h) -> tuple[float, float]:
     """(sum, count) of a prometheus Histogram without labels."""
     sum_, count = 0.0, 0.0
@@ -281,7 +295,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
     head = (
         f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} "
         f"{'p99 s':>6} {'p99 1st/last min':>16} {'fps/stream':>10} {'fair':>5} {'drop/str':>9} {'decode':>7} "
-        f"{'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'RSS MB':>7} {'growth':>6}"
+        f"{'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'server':>6} {'RSS MB':>7} {'growth':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -295,7 +309,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
             f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
             f"{minutes:>16} {fps:>10} {r.fairness_max_dev:>5.2f} {max(r.frames_dropped_per_stream):>9} "
             f"{cpu.get('decode', 0):>7.3f} {cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} "
-            f"{cpu.get('loop', 0):>6.3f} {cpu.get('other', 0):>6.3f} {r.peak_rss_mb:>7.0f} {growth:>6}"
+            f"{cpu.get('loop', 0):>6.3f} {cpu.get('other', 0):>6.3f} {r.rtsp_server_cores:>6.3f} {r.peak_rss_mb:>7.0f} {growth:>6}"
         )
     for f in front_end:
         print(

@@ -1,0 +1,40 @@
+"""`streamguard bench pipeline` end to end on the tiny model: one short live case, so the
+harness (RTSP server, Redis, per-thread CPU, front-end case, JSON, PNG) keeps working."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamguard.bench.pipeline import rss_growth, run_bench
+from streamguard.config import build_config
+from streamguard.inference.torch_engine import TorchEngine
+from streamguard.model.checkpoint import untrained_model
+
+
+def test_rss_growth_compares_the_end_with_minute_two():
+    timeline = [(float(t), 100.0 + (5.0 if t >= 300 else 0.0)) for t in range(0, 601, 10)]
+    assert rss_growth(timeline) == pytest.approx(1.05)
+    assert rss_growth(timeline[:20]) is None  # under 5 minutes: no soak figure
+
+
+async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path, capsys):
+    engine = TorchEngine(untrained_model("tiny"))
+    cfg = build_config({"ingest": {"analysis_fps": 5}})
+    try:
+        results = await run_bench(cfg, engine, [1], ["720p"], seconds=4.0, warmup=3.0, out_dir=tmp_path,
+                                  video_dir=tmp_path / "videos", front_end_seconds=2.0)
+    finally:
+        engine.close()
+    (case,) = results
+    assert case.streams == 1 and case.crops_per_s > 0 and case.model_only_crops_per_s > 0
+    assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
+    assert case.cpu_cores_by_stage["decode"] > 0 and case.rtsp_server_cores > 0
+    assert case.peak_rss_mb > 0 and case.rss_growth is None
+    doc = json.loads(next(tmp_path.glob("pipeline-*.json")).read_text())
+    assert doc["front_end"][0]["resolution"] == "720p" and doc["front_end"][0]["cpu_cores"] > 0
+    assert doc["results"][0]["streams"] == 1
+    assert next(tmp_path.glob("pipeline-*.png")).stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "ratio" in out and "front end" in out and out.strip().splitlines()[-2].startswith("{")
