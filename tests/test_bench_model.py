@@ -9,12 +9,26 @@ import pytest
 
 from streamguard.cli import main
 from streamguard.errors import ConfigError
-from streamguard.inference.bench import candidates, flops_per_crop, speedups
+from streamguard.inference.bench import candidates, flops_per_crop, int8_ceiling, linear_flops_per_crop, speedups
 from streamguard.model import ARCHS
 
 
 def test_flops_per_crop_of_vit_b():
     assert flops_per_crop(ARCHS["base"], 224) / 2 == pytest.approx(17.56e9, rel=0.01)  # ~17.6 GMACs (FACTS.md)
+
+
+def test_linear_layers_are_most_of_vit_b():
+    linear = linear_flops_per_crop(ARCHS["base"], 224)
+    assert linear == 2 * 12 * 12 * 197 * 768**2  # depth x 12 T D^2 multiply-adds
+    assert 0.9 < linear / flops_per_crop(ARCHS["base"], 224) < 1.0
+
+
+def test_int8_ceiling():
+    rows = [{"engine": "ref", "batch": 8, "ms_per_crop": 200.0}, {"engine": "ref", "batch": 16, "ms_per_crop": 150.0},
+            {"engine": "int8", "batch": 8, "ms_per_crop": 100.0}]
+    # 10 GFLOP of linear layers at 100 GFLOP/s: 100 ms per crop at best, whatever else the engine does
+    assert int8_ceiling(rows, "ref", 10e9, 100e9) == {"8": 2.0, "16": 1.5}
+    assert int8_ceiling(rows, "missing", 10e9, 100e9) == {}
 
 
 def test_candidates_on_cpu():
@@ -44,5 +58,7 @@ def test_bench_model_prints_a_table_and_a_json_line(tmp_path, capsys):
         assert row["p_fake_max_abs_diff"] < (1e-4 if row["precision"] == "fp32" else 0.05)
     assert set(result["speedup_vs_torch_fp32"]) == set(result["speedup_vs_torch_fp32_best_calls"]) == {"1", "2", "best"}
     assert result["matmul_gflops"]["int8"] > 0 and result["matmul_gflops"]["fp32"] > 0
+    assert set(result["int8_ceiling_vs_torch_fp32"]) == {"1", "2"} and min(result["int8_ceiling_vs_torch_fp32"].values()) > 0
+    assert any(line.startswith("int8 ceiling vs torch fp32") for line in out)
     assert (tmp_path / "bench_model_tiny_cpu.json").is_file() and (tmp_path / "bench_model_tiny_cpu.png").stat().st_size > 0
     assert main(["bench", "model", "--batch", "0"]) == 2

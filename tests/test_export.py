@@ -8,6 +8,7 @@ tiny model; 0.007 for ViT-B, docs/benchmarks.md); torch CUDA fp16/bf16 0.02 and 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -76,6 +77,7 @@ def test_sidecar_names_the_model(exported, loaded):
     assert model["digest"] == loaded.meta.digest and model["threshold"] == 0.62 and model["trained"] is False
     assert data["precision"] == "fp32" and data["input"]["shape"] == ["N", SIZE, SIZE, 3]
     assert data["exporter"]["opset"] == 17 and {"torch", "onnx", "timm", "streamguard"} <= set(data["exporter"])
+    assert data["exporter"]["attention"] == "split-qkv"
     sidecar = read_sidecar(exported)
     assert sidecar.meta.path == str(exported) and sidecar.embed_dim == 192
 
@@ -91,11 +93,16 @@ def test_onnxruntime_fp32_matches_torch(exported, loaded, crops, reference):
     assert engine.infer(crops[:0])[1].shape == (0, 192)
 
 
-def test_onnxruntime_int8_is_close_to_fp32(exported, crops, reference, tmp_path):
+def test_onnxruntime_int8_is_close_to_fp32(exported, loaded, crops, reference, tmp_path):
     path = quantize_onnx(exported, tmp_path / "tiny.int8.onnx")
     engine = OnnxEngine(path)
-    assert engine.precision == "int8" and read_sidecar(path).data["quantization"]["reduce_range"] is True
+    quantization = read_sidecar(path).data["quantization"]
+    assert engine.precision == "int8" and quantization["reduce_range"] is True and quantization["attention"] == "split-qkv"
     assert path.stat().st_size < exported.stat().st_size / 2  # the weights really are int8
+    ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    depth = loaded.model.spec.depth
+    assert ops["MatMulInteger"] == 6 * depth + 1  # q, k, v, proj, fc1, fc2 of every block (split-qkv export), and the head
+    assert ops["MatMul"] == 2 * depth  # attention's activation products stay fp32
     p_fake, embedding = engine.infer(crops)
     assert np.abs(p_fake - reference[0]).max() < 0.03
     assert cosine(embedding, reference[1]).min() > 0.995

@@ -7,6 +7,11 @@ second / that rate. Engines are timed round-robin, one call each per round, and 
 median is reported, so load from other processes hits all of them alike; the load
 average is recorded with the figures. Accuracy is measured on the same real face
 crops against torch fp32 on the same device.
+
+The int8 ceiling says what no int8 recipe can beat on this machine: torch fp32's time
+per crop over the time the linear layers alone take at the measured int8 rate, with
+attention, LayerNorm, GELU and quantization counted as free. If it is below a speed
+goal, that goal needs faster int8 hardware (VNNI), not another recipe.
 """
 
 from __future__ import annotations
@@ -85,6 +90,19 @@ def flops_per_crop(spec: ViTSpec, img_size: int) -> float:
     block = 12 * tokens * dim * dim + 2 * tokens * tokens * dim
     patch_embed = patches * dim * 3 * spec.patch_size**2
     return 2.0 * (spec.depth * block + patch_embed)
+
+
+def linear_flops_per_crop(spec: ViTSpec, img_size: int) -> float:
+    """Multiply-adds x 2 of the linear layers (qkv, proj, MLP: 12 T D^2 per block): what int8 quantization speeds up."""
+    tokens = (img_size // spec.patch_size) ** 2 + 1
+    return 2.0 * spec.depth * 12 * tokens * spec.embed_dim**2
+
+
+def int8_ceiling(rows: list[dict[str, Any]], baseline: str, linear_flops: float, int8_rate: float) -> dict[str, float]:
+    """batch -> the largest throughput ratio over `baseline` any int8 engine could reach: its linear
+    layers at `int8_rate` FLOP/s and everything else free (see the module docstring)."""
+    floor_s = linear_flops / int8_rate
+    return {str(r["batch"]): round(r["ms_per_crop"] / 1000 / floor_s, 2) for r in rows if r["engine"] == baseline}
 
 
 def face_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -287,6 +305,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "default_engine": default,
         "speedup_vs_torch_fp32": speedups(rows, default, baseline),
         "speedup_vs_torch_fp32_best_calls": speedups(rows, default, baseline, key="best_ms_per_crop"),
+        "int8_ceiling_vs_torch_fp32": int8_ceiling(rows, baseline, linear_flops_per_crop(loaded.model.spec, opts.img_size),
+                                                   rates["int8"]) if "int8" in rates else {},
         "results": rows,
     }
 
@@ -320,6 +340,11 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"default engine ({result['default_engine']}) vs torch fp32, throughput ratio by batch: "
             f"{result['speedup_vs_torch_fp32']} (median calls), {result['speedup_vs_torch_fp32_best_calls']} (best calls)"
+        )
+    if result["int8_ceiling_vs_torch_fp32"]:
+        lines.append(
+            "int8 ceiling vs torch fp32 (linear layers at the int8 matmul rate, all else free): "
+            f"{result['int8_ceiling_vs_torch_fp32']}"
         )
     return "\n".join(lines)
 

@@ -9,6 +9,16 @@ uint8 x int8 with VPMADDUBSW, whose int16 pair sums saturate with 8-bit weights;
 face crops through random ViT-B weights that cut the largest P(fake) error from
 0.011 to 0.007 (ViT-Ti: 0.016 to 0.004) at the same speed (docs/benchmarks.md).
 
+This recipe stayed after every alternative was measured side by side on ViT-B
+(docs/benchmarks.md, "Model engines"): onnxruntime's transformer optimizer (SkipLayerNorm,
+BiasGelu, and QAttention once the export's attention matched its pattern) was 2-5%
+slower, static QDQ/QOperator quantization calibrated on face crops 4-10% slower and
+less exact, MatMulNBits (8/4-bit) 1.9-2.7x slower, session options within 1-2%. The
+only gain was the export's split-qkv attention (2-4%; export.py). 2.5x over torch fp32
+is out of reach on AVX2 without VNNI: the linear layers alone, at the measured int8
+matrix-product rate, take ~90 ms per ViT-B crop against torch's ~210 (a 2.3-2.4x
+ceiling with everything else free), and they already are ~78% of this engine's time.
+
 `cached_int8` is what `--precision auto` runs on a CPU: the checkpoint is exported and
 quantized once, into a file named after everything the graph bakes in (weights
 digest, normalisation, class order, input size, this recipe), and reused after that.
@@ -26,13 +36,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 from streamguard.errors import CheckpointError, ConfigError
-from streamguard.inference.export import export_onnx, read_sidecar, sidecar_path, write_json_atomic
+from streamguard.inference.export import ATTENTION_LAYOUT, export_onnx, read_sidecar, sidecar_path, write_json_atomic
 from streamguard.model.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
 # Part of every cached file's key: change it when the recipe below changes.
-RECIPE = {"method": "onnxruntime.quantize_dynamic", "op_types": ["MatMul"], "weight_type": "QInt8", "reduce_range": True}
+RECIPE = {
+    "method": "onnxruntime.quantize_dynamic",
+    "op_types": ["MatMul"],
+    "weight_type": "QInt8",
+    "reduce_range": True,
+    "attention": ATTENTION_LAYOUT,  # the fp32 graph it starts from
+}
 
 
 def quantize_onnx(src: Path, out: Path) -> Path:
@@ -61,7 +77,10 @@ def quantize_onnx(src: Path, out: Path) -> Path:
         )
     finally:
         logging.getLogger().disabled = False
-    data = dict(sidecar.data, precision="int8", quantization={**RECIPE, "onnxruntime": version("onnxruntime")})
+    # An fp32 file from before ATTENTION_LAYOUT existed traced timm's packed qkv: say so.
+    attention = sidecar.data.get("exporter", {}).get("attention", "packed-qkv")
+    data = dict(sidecar.data, precision="int8",
+                quantization={**RECIPE, "attention": attention, "onnxruntime": version("onnxruntime")})
     write_json_atomic(sidecar_path(out), data)
     os.replace(tmp, out)
     return out
