@@ -85,30 +85,38 @@ def thread_cpu_seconds() -> dict[str, float]:
     names = {t.native_id: t.name for t in threading.enumerate()}
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
-        try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        cpu = stat_cpu_seconds(Path(f"/proc/self/task/{tid}/stat"))
+        if cpu is None:
             continue  # the thread ended meanwhile
-        cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
         name = names.get(int(tid), "")
         group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
         out[group] = out.get(group, 0.0) + cpu
     return out
 
 
-def rss_mb() -> float:
+def stat_cpu_seconds(stat: Path) -> float | None:
+    """utime + stime in a /proc .../stat file (a process or one thread); None if it is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _status_mb(key: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float:
     """The process's high-water mark (includes start-up, e.g. building the int8 engine)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _status_mb("VmHWM")
 
 
 def sample_videos(folder: Path, resolutions: list[str]) -> dict[str, Path]:
@@ -272,11 +280,8 @@ def process_cpu_seconds() -> float:
 
 def process_cpu_seconds_of(pid: int | None) -> float:
     """CPU seconds used so far by another process (all its threads); 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, TypeError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    cpu = None if pid is None else stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+    return cpu or 0.0
 
 
 def _hist(h) -> tuple[float, float]:
