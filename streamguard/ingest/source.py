@@ -301,6 +301,24 @@ class SourceBase:
         self._set_state("reconnecting", f"{reason}; retry in {delay:.1f} s")
         return delay
 
+    def _after_session(self, error: str | None, stalled: bool, ended: str, cannot: str, closed: str) -> str | None:
+        """What follows a session that ended with `error` (None: the source closed it).
+
+        None: the stream ended for good (state set, detail `ended`). A string: the reason
+        to reconnect (a stall counted). SourceError: it failed (`cannot` says what, when
+        it never went live). Shared by the PyAV thread and the WHEP task.
+        """
+        if not self._retries():
+            if error is None:
+                self._set_state("ended", ended)
+                return None
+            verb = "lost" if self._ever_live else cannot
+            raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {error}")
+        reason = error or closed
+        if stalled:
+            self._stalled(reason)
+        return reason
+
     def _stalled(self, reason: str) -> None:
         self._m_stalls.inc()
         self._set_state("stalled", reason)
@@ -416,15 +434,9 @@ class StreamSource(SourceBase):
                 error, stalled = self._decode(container)
                 if self._stop.is_set():
                     break
-                if not self._retries():
-                    if error is None:
-                        self._set_state("ended", "end of stream")
-                        return
-                    verb = "lost" if self._ever_live else "cannot decode"
-                    raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {error}")
-                reason = error or "the source closed the connection"
-                if stalled:
-                    self._stalled(reason)
+                reason = self._after_session(error, stalled, "end of stream", "cannot decode", "the source closed the connection")
+                if reason is None:
+                    return
                 log.warning("stream %s: lost %s: %s; reconnecting", self.stream.name, self._where, reason)
                 container = self._reconnect(reason)
             self._set_state("ended", "stopped")

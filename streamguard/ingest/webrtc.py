@@ -203,17 +203,13 @@ class WhepSource(TrackSource):
                     except SourceError as err:  # could not start a session
                         if not self._retries():
                             raise
-                        error, stalled = str(err), False
+                        reason = str(err)
                     else:
-                        if not self._retries():
-                            if error is None:
-                                self._set_state("ended", "the server ended the session")
-                                return
-                            verb = "lost" if self._ever_live else "cannot open"
-                            raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {error}")
-                    reason = error or "the server ended the session"
-                    if stalled:
-                        self._stalled(reason)
+                        ended = "the server ended the session"
+                        after = self._after_session(error, stalled, ended, "cannot open", ended)
+                        if after is None:
+                            return
+                        reason = after
                     log.warning("stream %s: %s: %s; reconnecting", self.stream.name, self._where, reason)
                     await asyncio.sleep(self._next_delay(reason))
         except SourceError as err:
