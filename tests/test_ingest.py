@@ -146,6 +146,16 @@ def test_sampler_survives_timestamp_jumps_and_resets():
     assert len(out) == 30
 
 
+def test_a_decoded_frame_converts_its_pixels_on_first_use_only():
+    rgb = render_frame(1.0)
+    picture = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame = Frame.decoded("cam", 1.0, 2.0, picture)
+    assert frame.size == (rgb.shape[1], rgb.shape[0]) and frame._rgb is None  # size needs no conversion
+    first = frame.rgb
+    assert first.shape == rgb.shape and np.abs(first.astype(np.int16) - rgb).mean() < 3  # YUV 4:2:0 round trip
+    assert frame.rgb is first  # converted once
+
+
 def test_keyframe_gate_skips_between_keyframes_only_while_the_consumer_is_slow():
     gate = KeyframeGate()
     packets = [(k / 25, k % 25 == 0) for k in range(25 * 8)]  # 8 s of 25 fps, a keyframe every second

@@ -534,7 +534,7 @@ class StreamSource(SourceBase):
                     wall = self._frame_arrived(frame.width, frame.height)
                     if sampler.keep(t):
                         self._sampled()
-                        self._deliver(Frame(self.stream.name, t, wall, frame.to_ndarray(format="rgb24")))
+                        self._deliver(Frame.decoded(self.stream.name, t, wall, frame))
                 if not self.is_file and now - last_frame > stall:
                     return f"no frame for {stall:g} s", True
         except av.FFmpegError as err:

@@ -130,8 +130,7 @@ class TrackSource(SourceBase):
             t = float(frame.time or 0.0)  # aiortc's RTP timeline starts at 0 and unwraps
             if sampler.keep(t):
                 self._sampled()
-                # to_ndarray runs on the loop: a few ms per sampled frame, at analysis_fps.
-                if not self._put_latest(Frame(self.stream.name, t, wall, frame.to_ndarray(format="rgb24"))):
+                if not self._put_latest(Frame.decoded(self.stream.name, t, wall, frame)):
                     return None
 
 
