@@ -53,10 +53,18 @@ class IngestConfig(_Section):
     max_lag_s: float = Field(
         1.0, gt=0, le=60, description="When decoding falls this far behind a live source, skip to its next keyframe (bounds latency)"
     )
-    keyframes_when_behind: bool = Field(
+    decode_on_demand: bool = Field(
         True,
-        description="Decode only keyframes while analysis takes a frame less often than every second keyframe "
-        "(saves decode CPU under overload; a frame may then be up to one keyframe interval old)",
+        description="Leave undecoded the packets no analysed frame depends on: the rest of a group of pictures once "
+        "analysis will take its next frame after the next keyframe, and all but keyframes while it takes a frame less "
+        "often than every second keyframe (then a frame may be up to one keyframe interval old)",
+    )
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Decoder threads per live stream (0: FFmpeg's choice, one per core plus one). One costs the least CPU "
+        "when many streams share few cores; raise it for streams one core cannot decode in real time (4K, high fps)",
     )
     retry_first_open: bool = Field(
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"

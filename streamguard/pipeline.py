@@ -203,8 +203,9 @@ class StreamWorker:
         """The newest frame and its detections, taken no earlier than needed to be ready by `ready_by`."""
         loop = asyncio.get_running_loop()
         if ready_by is not None:
-            lead = self._detect_seconds + LOOKAHEAD_MARGIN_S
-            await asyncio.sleep(max(0.0, ready_by - lead - loop.time()))
+            take_at = ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
+            self.queue.next_get_at = take_at  # ingest decodes only what this take needs (DemandGate)
+            await asyncio.sleep(max(0.0, take_at - loop.time()))
         try:
             frame = await self.queue.get()
         except QueueClosed:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url, redact_url
-from streamguard.ingest.source import FpsSampler, KeyframeGate, backoff_delay
+from streamguard.ingest.source import DemandGate, FpsSampler, backoff_delay
 from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
@@ -79,6 +79,18 @@ async def test_latest_queue_get_waits_for_an_item():
     assert not getter.done()
     queue.put_nowait("a")
     assert await asyncio.wait_for(getter, 1) == "a"
+
+
+async def test_latest_queue_learns_the_consumers_pace_and_forgets_an_announced_take_once_taken():
+    queue: LatestQueue[int] = LatestQueue(1)
+    for i in range(3):
+        queue.put_nowait(i)
+        await queue.get()
+    assert queue.get_interval is not None and queue.get_interval < 0.5
+    queue.next_get_at = time.monotonic() + 1.0
+    queue.put_nowait(3)
+    await queue.get()
+    assert queue.next_get_at is None  # that take happened: what comes next is not known
 
 
 async def test_latest_queue_close_drains_then_raises():
@@ -156,12 +168,13 @@ def test_a_decoded_frame_converts_its_pixels_on_first_use_only():
     assert frame.rgb is first  # converted once
 
 
-def test_keyframe_gate_skips_between_keyframes_only_while_the_consumer_is_slow():
-    gate = KeyframeGate()
+def test_demand_gate_decodes_only_keyframes_while_the_consumer_is_slow():
+    gate = DemandGate()
     packets = [(k / 25, k % 25 == 0) for k in range(25 * 8)]  # 8 s of 25 fps, a keyframe every second
 
     def skipped(seconds: range, consumer_interval: float | None) -> list[bool]:
-        return [gate.skip(t, key, consumer_interval) for t, key in packets if int(t) in seconds]
+        # No prediction of the next take: only the consumer's pace decides.
+        return [gate.skip(t, t, key, None, consumer_interval) for t, key in packets if int(t) in seconds]
 
     assert not any(skipped(range(0, 2), None))  # the consumer's pace is unknown yet
     assert not any(skipped(range(2, 3), 1.9))  # under twice the keyframe interval: decode all
@@ -169,8 +182,54 @@ def test_keyframe_gate_skips_between_keyframes_only_while_the_consumer_is_slow()
     assert slow == [t % 1 != 0 for t, _ in packets[75:125]]  # keyframes only, from the first keyframe on
     assert skipped(range(5, 6), 1.7)[1:] == [True] * 24  # inside the 1.5-2 band: stays (hysteresis)
     assert not any(skipped(range(6, 7), 1.4))  # it caught up: everything again, from the keyframe on
-    gate.skip(100.0, False, 9.0)  # no keyframe, no change of mind
+    gate.skip(100.0, 100.0, False, None, 9.0)  # no keyframe, no change of mind
     assert not gate.keyframes_only
+
+
+def replay(
+    gate: DemandGate, takes: list[float], seconds: float, announced: list[float | None] | None = None, fps: int = 25, gop: int = 25
+) -> tuple[list[float], int]:
+    """Packets of a live stream through `gate` while a consumer takes the newest decoded frame at `takes`,
+    each announced (as the pipeline's look-ahead does) right after the take before it, as `announced`
+    (default: the take itself; None: not announced): (age of each frame taken, frames decoded)."""
+    announced = announced or list(takes)
+    decoded_at: list[float] = []
+    ages: list[float] = []
+    i, next_get = 0, None
+    for k in range(int(seconds * fps)):
+        t = k / fps
+        while i < len(takes) and takes[i] < t:  # takes due before this packet arrives
+            ages.append(takes[i] - decoded_at[-1])
+            i += 1
+            next_get = announced[i] if i < len(takes) else None
+        interval = None if i < 2 else takes[i - 1] - takes[i - 2]
+        if not gate.skip(t, t, k % gop == 0, next_get, interval):
+            decoded_at.append(t)
+    return ages, len(decoded_at)
+
+
+@pytest.mark.parametrize(("interval", "most_decoded"), [(0.3, 0.95), (0.7, 0.8), (1.0, 0.5), (1.4, 0.55), (1.9, 0.55)])
+def test_demand_gate_gives_the_consumer_the_newest_frame_and_leaves_group_tails_undecoded(interval, most_decoded):
+    # Keyframes every second; a consumer under the keyframes-only pace (2 s) taking a frame every `interval`.
+    takes = [0.31 + interval * i for i in range(int(19.0 / interval))]
+    ages, decoded = replay(DemandGate(), takes, seconds=20.0)
+    assert max(ages) < 0.045  # every frame taken is the newest of the stream: nothing it needed was skipped
+    assert decoded < most_decoded * 20 * 25  # the rest of a group after its last take is not decoded (all was before)
+
+
+def test_demand_gate_decodes_only_the_keyframe_before_each_announced_take_while_the_consumer_is_slow():
+    takes = [0.31 + 2.5 * i for i in range(15)]
+    announced_ages, announced_decoded = replay(DemandGate(), takes, seconds=38.0)
+    ages, decoded = replay(DemandGate(), takes, seconds=38.0, announced=[None] * len(takes))
+    assert max(announced_ages) < 1.0 and max(ages) < 1.0  # at most one group old either way
+    assert decoded - announced_decoded >= 18  # of the keyframes of 38 s, those no take needs are not decoded
+
+
+def test_demand_gate_a_take_earlier_than_announced_gets_a_frame_at_most_one_group_old():
+    takes = [0.31 + 1.4 * i for i in range(11)] + [14.9]
+    announced = takes[:-1] + [15.71]  # the last comes 0.81 s before it was announced
+    ages, _ = replay(DemandGate(), takes, seconds=16.0, announced=announced)
+    assert max(ages[:-1]) < 0.045 and 0.045 < ages[-1] < 1.0
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap():
@@ -407,6 +466,32 @@ async def test_live_source_without_reconnect_ends_when_the_server_goes(rtsp_serv
         rtsp_server.start()
         await stop(task)
     assert source.state == "ended" and source.reconnects == 0
+
+
+async def test_a_consumer_slower_than_the_keyframes_gets_fresh_frames_and_group_tails_are_not_decoded(rtsp_server):
+    name = "rtsp-demand"
+    source, queue, _ = make_source(rtsp_server.url("cam1"), name, analysis_fps=5.0)
+    task = asyncio.create_task(source.run())
+    try:
+        # The consumer takes a frame every 1.4 s (the sample has a keyframe every second) and, as the
+        # pipeline's look-ahead does, says when it will take the next.
+        for _ in range(4):
+            await asyncio.wait_for(queue.get(), 5)
+            queue.next_get_at = time.monotonic() + 1.4
+            await asyncio.sleep(1.4)
+        decoded, t0 = source.frames_decoded, time.monotonic()
+        frames, ages = [], []
+        for _ in range(4):
+            frames.append(await asyncio.wait_for(queue.get(), 5))
+            ages.append(time.time() - frames[-1].wall_ts)
+            queue.next_get_at = time.monotonic() + 1.4
+            await asyncio.sleep(1.4)
+        rate = (source.frames_decoded - decoded) / (time.monotonic() - t0)
+    finally:
+        await stop(task)
+    assert rate < 0.7 * 25  # the rest of a group after a take is left undecoded
+    assert sorted(ages)[1] < 0.3  # frames are as fresh as the 5 fps sampling allows, not a keyframe old
+    assert all(looks_like_sample_at(f) for f in frames)  # whole, clean pictures
 
 
 async def test_a_slow_consumer_gets_keyframes_and_the_rest_is_not_decoded(rtsp_server):

@@ -36,6 +36,8 @@ class LatestQueue(Generic[T]):
         self.dropped = 0
         self.get_interval: float | None = None  # moving average of seconds between gets: the consumer's pace
         self._last_get: float | None = None
+        # When (time.monotonic) the consumer has said it will take its next item; get() clears it.
+        self.next_get_at: float | None = None
         self._on_drop = on_drop
         self._items: deque[T] = deque()
         self._closed = False
@@ -82,6 +84,7 @@ class LatestQueue(Generic[T]):
             gap = now - self._last_get
             self.get_interval = gap if self.get_interval is None else 0.7 * self.get_interval + 0.3 * gap
         self._last_get = now
+        self.next_get_at = None
         return item
 
     def close(self) -> None:

@@ -132,42 +132,67 @@ class LagGuard:
         return self.skipping
 
 
-class KeyframeGate:
-    """Decodes only keyframes while analysis takes frames less often than every second keyframe.
+class DemandGate:
+    """Leaves undecoded the packets that no frame analysis will take depends on.
 
-    Each P-frame needs the frame before it, so a live stream must be decoded whole even
-    when analysis, behind a busy model, takes a frame only every few seconds. Once the
-    consumer's interval between frames exceeds twice the keyframe interval, one
-    keyframe per group of pictures is all it can use: the packets in between are left
-    undecoded and the decoder restarts cleanly at the next keyframe (measured: decode
-    CPU of eight 1080p streams fell from 0.38 to 0.12 cores). It goes back to decoding
-    everything, at a keyframe, once the interval falls under 1.5 keyframe intervals.
-    The price: a frame may be up to one keyframe interval old when it is taken.
+    Each P-frame needs the frame before it, so the frame analysis takes from a group of
+    pictures (keyframe to keyframe) costs the decode of every frame from the keyframe up
+    to it, and the frames after it are worth decoding only if analysis takes another
+    before the next keyframe. Analysis behind a busy model says when it will take its
+    next frame (`LatestQueue.next_get_at`, set by the pipeline's look-ahead), so once
+    that falls after the group ends the rest of the group is left undecoded and the
+    decoder restarts cleanly at the next keyframe. (The consumer's past pace is no
+    guide: its takes came up to 40% of an interval earlier than the average predicted.)
+
+    While analysis takes frames less often than every second keyframe, only keyframes
+    are decoded, and of them only the last before each announced take: decoding up to
+    each take would give fresher frames, at the price of half a group of pictures per
+    take (0.11 cores for eight 1080p streams); a frame is then up to one keyframe
+    interval old. It decodes up to takes again below 1.5 keyframe intervals. Decisions
+    to decode more change only at keyframes.
     """
 
     ENTER = 2.0  # consumer interval / keyframe interval above which only keyframes are decoded
-    LEAVE = 1.5  # ... and below which everything is decoded again
+    LEAVE = 1.5  # ... and below which groups are decoded up to takes again
+    MARGIN_S = 0.05  # how much later than the group's predicted end the next take must fall (keyframe arrival jitter)
 
     def __init__(self) -> None:
         self.keyframes_only = False
+        self._skipping = False  # the rest of the current group is left undecoded
         self._last_key: float | None = None  # stream time of the latest keyframe
+        self._key_arrived = 0.0  # monotonic time the latest keyframe arrived
         self._key_interval: float | None = None  # moving average of seconds between keyframes
 
-    def skip(self, t: float | None, keyframe: bool, consumer_interval: float | None) -> bool:
-        """Whether to leave the packet of stream time `t` undecoded; decisions change only at keyframes."""
-        if not keyframe:
-            return self.keyframes_only
+    def skip(self, t: float | None, now: float, keyframe: bool, next_get_at: float | None, interval: float | None) -> bool:
+        """Whether to leave undecoded the packet of stream time `t` that arrived at `now` (time.monotonic),
+        given when the consumer will take its next frame and its recent pace (None: not known)."""
+        if keyframe:
+            self._new_group(t, now, interval)
+            # Only keyframes: this one is of no use if a newer one comes before the take.
+            return self.keyframes_only and self._take_after_group(next_get_at)
+        if not self._skipping:
+            self._skipping = self._take_after_group(next_get_at)
+        return self._skipping
+
+    def _take_after_group(self, next_get_at: float | None) -> bool:
+        """Whether the announced take falls after the next keyframe (False if either is not known)."""
+        if next_get_at is None or self._key_interval is None:
+            return False
+        return next_get_at > self._key_arrived + self._key_interval + self.MARGIN_S
+
+    def _new_group(self, t: float | None, now: float, interval: float | None) -> None:
         if t is not None:
             if self._last_key is not None and t > self._last_key:
                 gap = t - self._last_key
                 self._key_interval = gap if self._key_interval is None else 0.7 * self._key_interval + 0.3 * gap
             self._last_key = t
-        if self._key_interval is None or consumer_interval is None:
+        self._key_arrived = now
+        if self._key_interval is None or interval is None:
             self.keyframes_only = False
         else:
-            ratio = consumer_interval / self._key_interval
+            ratio = interval / self._key_interval
             self.keyframes_only = ratio > (self.LEAVE if self.keyframes_only else self.ENTER)
-        return False
+        self._skipping = self.keyframes_only
 
 
 class RealtimePacer:
@@ -490,13 +515,16 @@ class StreamSource(SourceBase):
     def _decode(self, container: av.container.InputContainer) -> tuple[str | None, bool]:
         """Decode until the end, a stall or stop: (the error that ended it, whether it was a stall)."""
         video = container.streams.video[0]
-        # Slice threads add no frame of delay (frame threads add one per thread).
-        video.thread_type = "AUTO" if self.is_file else "SLICE"
+        if self.is_file:
+            video.thread_type = "AUTO"
+        else:  # slice threads add no frame of delay (frame threads add one per thread)
+            video.thread_type = "SLICE"
+            video.codec_context.thread_count = self.cfg.decode_threads
         rate = float(video.average_rate or video.guessed_rate or 25)
         sampler = FpsSampler(self.cfg.analysis_fps)
         pacer = RealtimePacer(self._stop) if self.is_file and self.cfg.realtime else None
         guard = None if self.is_file else LagGuard(self.cfg.max_lag_s)
-        gate = KeyframeGate() if not self.is_file and self.cfg.keyframes_when_behind else None
+        gate = DemandGate() if not self.is_file and self.cfg.decode_on_demand else None
         stall = self.cfg.stall_timeout_s
         last_frame = time.monotonic()
         t: float | None = None
@@ -513,7 +541,9 @@ class StreamSource(SourceBase):
                 if guard is not None and guard.skip(_packet_time(packet), now, packet.is_keyframe, waited):
                     self._m_skipped.inc()
                     continue
-                if gate is not None and gate.skip(_packet_time(packet), packet.is_keyframe, self.queue.get_interval):
+                if gate is not None and gate.skip(
+                    _packet_time(packet), now, packet.is_keyframe, self.queue.next_get_at, self.queue.get_interval
+                ):
                     self._m_unneeded.inc()
                     last_frame = now  # data flows: not a stall
                     continue
