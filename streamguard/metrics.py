@@ -28,7 +28,7 @@ PACKETS_SKIPPED = Counter(
     "streamguard_packets_skipped", "Packets skipped undecoded to catch up with a live source", ["stream"], registry=REGISTRY
 )
 PACKETS_UNNEEDED = Counter(
-    "streamguard_packets_unneeded", "Packets left undecoded while analysis used keyframes only", ["stream"], registry=REGISTRY
+    "streamguard_packets_unneeded", "Packets left undecoded because no frame analysis takes depends on them", ["stream"], registry=REGISTRY
 )
 
 # faces
