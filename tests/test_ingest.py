@@ -188,10 +188,10 @@ def test_demand_gate_decodes_only_keyframes_while_the_consumer_is_slow():
 
 def replay(
     gate: DemandGate, takes: list[float], seconds: float, announced: list[float | None] | None = None, fps: int = 25, gop: int = 25
-) -> tuple[list[float], int]:
+) -> tuple[list[float], list[float]]:
     """Packets of a live stream through `gate` while a consumer takes the newest decoded frame at `takes`,
     each announced (as the pipeline's look-ahead does) right after the take before it, as `announced`
-    (default: the take itself; None: not announced): (age of each frame taken, frames decoded)."""
+    (default: the take itself; None: not announced): (age of each frame taken, times of the frames decoded)."""
     announced = announced or list(takes)
     decoded_at: list[float] = []
     ages: list[float] = []
@@ -205,7 +205,7 @@ def replay(
         interval = None if i < 2 else takes[i - 1] - takes[i - 2]
         if not gate.skip(t, t, k % gop == 0, next_get, interval):
             decoded_at.append(t)
-    return ages, len(decoded_at)
+    return ages, decoded_at
 
 
 @pytest.mark.parametrize(("interval", "most_decoded"), [(0.3, 0.95), (0.7, 0.8), (1.0, 0.5), (1.4, 0.55), (1.9, 0.55)])
@@ -214,7 +214,11 @@ def test_demand_gate_gives_the_consumer_the_newest_frame_and_leaves_group_tails_
     takes = [0.31 + interval * i for i in range(int(19.0 / interval))]
     ages, decoded = replay(DemandGate(), takes, seconds=20.0)
     assert max(ages) < 0.045  # every frame taken is the newest of the stream: nothing it needed was skipped
-    assert decoded < most_decoded * 20 * 25  # the rest of a group after its last take is not decoded (all was before)
+    assert len(decoded) < most_decoded * 20 * 25  # the rest of a group after its last take is not decoded (all was before)
+    for group in range(2, int(takes[-1])):  # a group the next take falls after is not decoded at all, keyframe included
+        next_take = min(t for t in takes if t >= group)
+        if next_take > group + 1 + DemandGate.MARGIN_S:
+            assert not any(group <= t < group + 1 for t in decoded)
 
 
 def test_demand_gate_decodes_only_the_keyframe_before_each_announced_take_while_the_consumer_is_slow():
@@ -222,7 +226,7 @@ def test_demand_gate_decodes_only_the_keyframe_before_each_announced_take_while_
     announced_ages, announced_decoded = replay(DemandGate(), takes, seconds=38.0)
     ages, decoded = replay(DemandGate(), takes, seconds=38.0, announced=[None] * len(takes))
     assert max(announced_ages) < 1.0 and max(ages) < 1.0  # at most one group old either way
-    assert decoded - announced_decoded >= 18  # of the keyframes of 38 s, those no take needs are not decoded
+    assert len(decoded) - len(announced_decoded) >= 18  # of the keyframes of 38 s, those no take needs are not decoded
 
 
 def test_demand_gate_a_take_earlier_than_announced_gets_a_frame_at_most_one_group_old():

@@ -140,16 +140,17 @@ class DemandGate:
     to it, and the frames after it are worth decoding only if analysis takes another
     before the next keyframe. Analysis behind a busy model says when it will take its
     next frame (`LatestQueue.next_get_at`, set by the pipeline's look-ahead), so once
-    that falls after the group ends the rest of the group is left undecoded and the
-    decoder restarts cleanly at the next keyframe. (The consumer's past pace is no
-    guide: its takes came up to 40% of an interval earlier than the average predicted.)
+    that falls after the group ends the rest of the group is left undecoded, and a
+    group that ends before it is not decoded at all; the decoder restarts cleanly at
+    the next keyframe. (The consumer's past pace is no guide: its takes came up to 40%
+    of an interval earlier than a moving average predicted.)
 
     While analysis takes frames less often than every second keyframe, only keyframes
-    are decoded, and of them only the last before each announced take: decoding up to
-    each take would give fresher frames, at the price of half a group of pictures per
-    take (0.11 cores for eight 1080p streams); a frame is then up to one keyframe
-    interval old. It decodes up to takes again below 1.5 keyframe intervals. Decisions
-    to decode more change only at keyframes.
+    are decoded (those of groups a take falls in): decoding up to each take would give
+    fresher frames, at the price of half a group of pictures per take (0.11 cores for
+    eight 1080p streams); a frame is then up to one keyframe interval old. It decodes
+    up to takes again below 1.5 keyframe intervals. Decisions to decode more change
+    only at keyframes.
     """
 
     ENTER = 2.0  # consumer interval / keyframe interval above which only keyframes are decoded
@@ -168,8 +169,9 @@ class DemandGate:
         given when the consumer will take its next frame and its recent pace (None: not known)."""
         if keyframe:
             self._new_group(t, now, interval)
-            # Only keyframes: this one is of no use if a newer one comes before the take.
-            return self.keyframes_only and self._take_after_group(next_get_at)
+            unneeded = self._take_after_group(next_get_at)  # a newer keyframe comes before the take
+            self._skipping = unneeded or self.keyframes_only
+            return unneeded
         if not self._skipping:
             self._skipping = self._take_after_group(next_get_at)
         return self._skipping
@@ -192,7 +194,6 @@ class DemandGate:
         else:
             ratio = interval / self._key_interval
             self.keyframes_only = ratio > (self.LEAVE if self.keyframes_only else self.ENTER)
-        self._skipping = self.keyframes_only
 
 
 class RealtimePacer:
