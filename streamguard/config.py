@@ -59,6 +59,14 @@ class IngestConfig(_Section):
         "analysis will take its next frame after the next keyframe, and all but keyframes while it takes a frame less "
         "often than every second keyframe (then a frame may be up to one keyframe interval old)",
     )
+    keyframes_only_beyond: float = Field(
+        2.0,
+        ge=1.0,
+        le=100.0,
+        description="With decode_on_demand: once analysis takes frames more than this many keyframe intervals apart, "
+        "decode keyframes only. Lower gives the model more CPU on a small machine, at the price of frames up to one "
+        "keyframe interval old",
+    )
     decode_threads: int = Field(
         1,
         ge=0,

@@ -204,7 +204,7 @@ class StreamWorker:
         loop = asyncio.get_running_loop()
         if ready_by is not None:
             take_at = ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
-            self.queue.next_get_at = take_at  # ingest decodes only what this take needs (DemandGate)
+            self.queue.announce_get(take_at)  # ingest decodes only what this take needs (DemandGate)
             await asyncio.sleep(max(0.0, take_at - loop.time()))
         try:
             frame = await self.queue.get()

@@ -87,10 +87,23 @@ async def test_latest_queue_learns_the_consumers_pace_and_forgets_an_announced_t
         queue.put_nowait(i)
         await queue.get()
     assert queue.get_interval is not None and queue.get_interval < 0.5
-    queue.next_get_at = time.monotonic() + 1.0
+    assert queue.pace == queue.get_interval  # nothing announced: the measured pace
+    queue.announce_get(time.monotonic() + 1.0)
     queue.put_nowait(3)
     await queue.get()
     assert queue.next_get_at is None  # that take happened: what comes next is not known
+
+
+async def test_latest_queue_pace_is_the_announced_one_however_long_gets_wait():
+    queue: LatestQueue[int] = LatestQueue(1)
+    for i in range(5):  # gets announced 0.7 s apart (whenever they really happen)
+        queue.announce_get(100.0 + 0.7 * i)
+        queue.put_nowait(i)
+        await queue.get()
+    assert queue.announced_interval == pytest.approx(0.7) and queue.pace == pytest.approx(0.7)
+    queue.put_nowait(5)
+    await queue.get()  # an unannounced get: the announced pace no longer holds
+    assert queue.announced_interval is None and queue.pace == queue.get_interval
 
 
 async def test_latest_queue_close_drains_then_raises():
@@ -227,6 +240,14 @@ def test_demand_gate_decodes_only_the_keyframe_before_each_announced_take_while_
     ages, decoded = replay(DemandGate(), takes, seconds=38.0, announced=[None] * len(takes))
     assert max(announced_ages) < 1.0 and max(ages) < 1.0  # at most one group old either way
     assert len(decoded) - len(announced_decoded) >= 18  # of the keyframes of 38 s, those no take needs are not decoded
+
+
+def test_demand_gate_switches_to_keyframes_at_the_configured_spacing_of_takes():
+    takes = [0.31 + 1.4 * i for i in range(13)]  # 1.4 keyframe intervals apart
+    fresh_ages, fresh = replay(DemandGate(), takes, seconds=20.0)
+    ages, decoded = replay(DemandGate(keyframes_only_beyond=1.2), takes, seconds=20.0)
+    assert max(fresh_ages) < 0.045 and 0.045 < max(ages) < 1.0  # then a frame is up to one group old
+    assert len(decoded) < 0.3 * len(fresh)
 
 
 def test_demand_gate_a_take_earlier_than_announced_gets_a_frame_at_most_one_group_old():
@@ -481,14 +502,14 @@ async def test_a_consumer_slower_than_the_keyframes_gets_fresh_frames_and_group_
         # pipeline's look-ahead does, says when it will take the next.
         for _ in range(4):
             await asyncio.wait_for(queue.get(), 5)
-            queue.next_get_at = time.monotonic() + 1.4
+            queue.announce_get(time.monotonic() + 1.4)
             await asyncio.sleep(1.4)
         decoded, t0 = source.frames_decoded, time.monotonic()
         frames, ages = [], []
         for _ in range(4):
             frames.append(await asyncio.wait_for(queue.get(), 5))
             ages.append(time.time() - frames[-1].wall_ts)
-            queue.next_get_at = time.monotonic() + 1.4
+            queue.announce_get(time.monotonic() + 1.4)
             await asyncio.sleep(1.4)
         rate = (source.frames_decoded - decoded) / (time.monotonic() - t0)
     finally:

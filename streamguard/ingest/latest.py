@@ -36,8 +36,12 @@ class LatestQueue(Generic[T]):
         self.dropped = 0
         self.get_interval: float | None = None  # moving average of seconds between gets: the consumer's pace
         self._last_get: float | None = None
-        # When (time.monotonic) the consumer has said it will take its next item; get() clears it.
+        # When (time.monotonic) the consumer has said it will take its next item (announce_get); get() clears it.
         self.next_get_at: float | None = None
+        # Moving average of seconds between announced gets: the pace the consumer asks for, which
+        # waiting for an item does not stretch; None while gets come unannounced.
+        self.announced_interval: float | None = None
+        self._last_announced: float | None = None  # the announced time of the latest get, if it was
         self._on_drop = on_drop
         self._items: deque[T] = deque()
         self._closed = False
@@ -84,8 +88,22 @@ class LatestQueue(Generic[T]):
             gap = now - self._last_get
             self.get_interval = gap if self.get_interval is None else 0.7 * self.get_interval + 0.3 * gap
         self._last_get = now
-        self.next_get_at = None
+        self._last_announced, self.next_get_at = self.next_get_at, None
+        if self._last_announced is None:
+            self.announced_interval = None
         return item
+
+    def announce_get(self, at: float) -> None:
+        """The consumer will take its next item at `at` (time.monotonic), so a producer can prepare just that."""
+        if self._last_announced is not None and at > self._last_announced:
+            gap = at - self._last_announced
+            self.announced_interval = gap if self.announced_interval is None else 0.7 * self.announced_interval + 0.3 * gap
+        self.next_get_at = at
+
+    @property
+    def pace(self) -> float | None:
+        """Seconds between the consumer's gets: announced if it announces them, else as measured; None if unknown."""
+        return self.announced_interval if self.announced_interval is not None else self.get_interval
 
     def close(self) -> None:
         """No more puts; getters drain what is left, then get QueueClosed."""

@@ -145,19 +145,21 @@ class DemandGate:
     the next keyframe. (The consumer's past pace is no guide: its takes came up to 40%
     of an interval earlier than a moving average predicted.)
 
-    While analysis takes frames less often than every second keyframe, only keyframes
-    are decoded (those of groups a take falls in): decoding up to each take would give
-    fresher frames, at the price of half a group of pictures per take (0.11 cores for
-    eight 1080p streams); a frame is then up to one keyframe interval old. It decodes
-    up to takes again below 1.5 keyframe intervals. Decisions to decode more change
-    only at keyframes.
+    While analysis takes frames less often than every `keyframes_only_beyond` keyframe
+    intervals (default 2), only keyframes are decoded (those of groups a take falls
+    in): decoding up to each take would give fresher frames, at the price of half a
+    group of pictures per take (0.11 cores for eight 1080p streams); a frame is then up
+    to one keyframe interval old. It decodes up to takes again below three quarters of
+    that. The pace is the announced one (`LatestQueue.pace`): a consumer that waits for
+    keyframes takes frames at their pace, which must not keep it on keyframes. Decisions
+    to decode more change only at keyframes.
     """
 
-    ENTER = 2.0  # consumer interval / keyframe interval above which only keyframes are decoded
-    LEAVE = 1.5  # ... and below which groups are decoded up to takes again
+    LEAVE = 0.75  # of keyframes_only_beyond: below it groups are decoded up to takes again
     MARGIN_S = 0.05  # how much later than the group's predicted end the next take must fall (keyframe arrival jitter)
 
-    def __init__(self) -> None:
+    def __init__(self, keyframes_only_beyond: float = 2.0) -> None:
+        self.enter = keyframes_only_beyond  # consumer interval / keyframe interval above which only keyframes are decoded
         self.keyframes_only = False
         self._skipping = False  # the rest of the current group is left undecoded
         self._last_key: float | None = None  # stream time of the latest keyframe
@@ -193,7 +195,7 @@ class DemandGate:
             self.keyframes_only = False
         else:
             ratio = interval / self._key_interval
-            self.keyframes_only = ratio > (self.LEAVE if self.keyframes_only else self.ENTER)
+            self.keyframes_only = ratio > (self.LEAVE * self.enter if self.keyframes_only else self.enter)
 
 
 class RealtimePacer:
@@ -525,7 +527,7 @@ class StreamSource(SourceBase):
         sampler = FpsSampler(self.cfg.analysis_fps)
         pacer = RealtimePacer(self._stop) if self.is_file and self.cfg.realtime else None
         guard = None if self.is_file else LagGuard(self.cfg.max_lag_s)
-        gate = DemandGate() if not self.is_file and self.cfg.decode_on_demand else None
+        gate = DemandGate(self.cfg.keyframes_only_beyond) if not self.is_file and self.cfg.decode_on_demand else None
         stall = self.cfg.stall_timeout_s
         last_frame = time.monotonic()
         t: float | None = None
@@ -543,7 +545,7 @@ class StreamSource(SourceBase):
                     self._m_skipped.inc()
                     continue
                 if gate is not None and gate.skip(
-                    _packet_time(packet), now, packet.is_keyframe, self.queue.next_get_at, self.queue.get_interval
+                    _packet_time(packet), now, packet.is_keyframe, self.queue.next_get_at, self.queue.pace
                 ):
                     self._m_unneeded.inc()
                     last_frame = now  # data flows: not a stall
