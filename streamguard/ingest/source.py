@@ -541,12 +541,11 @@ class StreamSource(SourceBase):
                     break
                 now = time.monotonic()
                 waited = now - before > READ_WAIT_S
-                if guard is not None and guard.skip(_packet_time(packet), now, packet.is_keyframe, waited):
+                packet_t, keyframe = _packet_time(packet), packet.is_keyframe
+                if guard is not None and guard.skip(packet_t, now, keyframe, waited):
                     self._m_skipped.inc()
                     continue
-                if gate is not None and gate.skip(
-                    _packet_time(packet), now, packet.is_keyframe, self.queue.next_get_at, self.queue.pace
-                ):
+                if gate is not None and gate.skip(packet_t, now, keyframe, self.queue.next_get_at, self.queue.pace):
                     self._m_unneeded.inc()
                     last_frame = now  # data flows: not a stall
                     continue
