@@ -213,6 +213,11 @@ class ScoringConfig(_Section):
     ema_half_life_s: float = Field(1.0, gt=0.0, le=600.0, description="ema: age at which a sample weighs half")
     quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile: which quantile of the window")
     min_samples: int = Field(5, ge=1, le=10000, description="Samples in the window needed before a verdict")
+    window_max_s: float = Field(
+        30.0, gt=0.0, le=3600.0,
+        description="A stream analysed too slowly to fill window_s with min_samples (under load) stretches its window "
+        "back to hold them, at most this many seconds (never less than window_s)",
+    )
     min_alert_duration_s: float = Field(
         0.0, ge=0.0, le=3600.0, description="The score must stay at or above the threshold this long before an alert"
     )

@@ -26,6 +26,43 @@ def test_window_evicts_by_time_and_averages():
     assert len(w) == 1 and w.score() == pytest.approx(0.9)
 
 
+def test_window_stretches_to_min_samples_up_to_its_limit():
+    """Samples 1.5 s apart: a 4 s window holds 3, so it reaches back to hold 5, never past 10 s."""
+    w = SlidingWindow(4.0, min_samples=5, max_window_s=10.0)
+    for i in range(12):
+        w.add(i * 1.5, float(i % 2))
+    assert len(w) == 5 and w.span_s == pytest.approx(6.0)
+    w.add(30.0, 1.0)  # 13.5 s after the last one: everything older than 10 s goes
+    assert len(w) == 1 and w.span_s == 0.0
+    for i in range(1, 8):
+        w.add(30.0 + i * 3.0, 1.0)
+    assert len(w) == 4 and w.span_s == pytest.approx(9.0)  # 5 samples would span 12 s > 10 s
+    dense = SlidingWindow(4.0, min_samples=5, max_window_s=10.0)
+    for i in range(40):
+        dense.add(i * 0.2, 0.5)
+    assert len(dense) == 20  # fast enough: plain 4 s window, stretching changes nothing
+
+
+def test_window_limit_must_not_be_shorter_than_the_window():
+    with pytest.raises(ValueError, match="max_window_s"):
+        SlidingWindow(4.0, max_window_s=2.0)
+
+
+@pytest.mark.parametrize("fps", [0.9, 0.45])
+def test_a_fake_on_a_slowly_analysed_stream_still_alerts(fps):
+    """Many streams on one model analyse each at 0.45-0.9 fps (docs/benchmarks.md): fewer
+    than min_samples fit in window_s, so without stretching such a stream never alerts."""
+    times = [i / fps for i in range(12)]
+    scorer = StreamScorer("s", CFG, ModelInfo(name="m", digest="d", trained=True))
+    events = [e for t in times if (e := scorer.add(_sample(t, 0.9)))]
+    assert [e.type for e in events] == ["alert"] and events[0].samples == CFG.min_samples
+    assert events[0].pts == pytest.approx(times[CFG.min_samples - 1])
+    assert events[0].window_span_s == pytest.approx((CFG.min_samples - 1) / fps)  # beyond window_s: stretched
+    rigid = CFG.model_copy(update={"window_max_s": CFG.window_s})
+    scorer = StreamScorer("s", rigid, ModelInfo(name="m", digest="d", trained=True))
+    assert not any(scorer.add(_sample(t, 0.9)) for t in times)
+
+
 def run(lifecycle, scores, dt=0.2):
     """Feed window scores at 5 Hz with `samples` growing to the window's capacity."""
     out = []

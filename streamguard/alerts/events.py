@@ -50,6 +50,10 @@ class EventV1(BaseModel):
         None, description="config (set by the user), calibrated (from the engine's metadata) or default (0.5)"
     )
     policy: str | None = Field(None, description="Window policy: mean, trimmed_mean, ema, quantile")
+    window_span_s: float | None = Field(
+        None, ge=0, description="Seconds from the window's oldest sample to its newest: beyond window_s when a slowly "
+        "analysed stream's window stretched to hold min_samples"
+    )
     thumbnails: dict[str, str] | None = Field(
         None, description="Redis keys of JPEG thumbnails (face crop, frame) stored with a TTL; alerts only"
     )

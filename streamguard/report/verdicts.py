@@ -8,7 +8,7 @@ Two scores, because they answer two questions:
   `min_samples` in the window, is the worst moment the live alerting saw.
 
 Window scores are recomputed from the recorded samples with the scorer's own
-`SlidingWindow` and window policy, so the timeline shows the curve the scorer
+window (`window_for`: policy, stretching), so the timeline shows the curve the scorer
 compared with the threshold (the end-to-end test checks it against the published
 events).
 
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamguard.alerts.events import EventV1, ModelInfo
 from streamguard.config import ScoringConfig
 from streamguard.report.recorder import ScoreRow
-from streamguard.scoring.window import SlidingWindow, make_policy
+from streamguard.scoring.window import window_for
 
 ANALYSIS_SCHEMA = "streamguard.analysis.v1"
 
@@ -47,7 +47,7 @@ class IdentityScores:
 
 def window_scores(t: np.ndarray, p_fake: np.ndarray, cfg: ScoringConfig) -> tuple[np.ndarray, np.ndarray]:
     """t, p [N] in time order -> (window score [N], samples in the window [N]) after each sample."""
-    window = SlidingWindow(cfg.window_s, make_policy(cfg))
+    window = window_for(cfg)
     scores = np.empty(len(t), np.float64)
     counts = np.empty(len(t), np.int64)
     for i, (ti, pi) in enumerate(zip(t.tolist(), p_fake.tolist())):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from streamguard.alerts.events import EventV1, IdentityScore, ModelInfo, ScoresV1, ThresholdSource
 from streamguard.config import ScoringConfig
 from streamguard.scoring.verdict import AlertLifecycle, Verdict
-from streamguard.scoring.window import SlidingWindow, make_policy
+from streamguard.scoring.window import SlidingWindow, window_for
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -46,7 +46,6 @@ class StreamScorer:
         self.cfg = cfg
         self.model = model
         self.threshold, self.threshold_source = resolve_threshold(cfg, calibrated_threshold)
-        self._policy = make_policy(cfg)
         self._ids: dict[int, _Identity] = {}
 
     def add(self, sample: Sample) -> EventV1 | None:
@@ -55,14 +54,14 @@ class StreamScorer:
         ident = self._ids.get(face.track)
         if ident is None or face.pts < ident.last_t:
             lifecycle = ident.lifecycle if ident else AlertLifecycle(self.cfg, self.threshold)
-            ident = _Identity(SlidingWindow(self.cfg.window_s, self._policy), lifecycle, face)
+            ident = _Identity(window_for(self.cfg), lifecycle, face)
             self._ids[face.track] = ident
         ident.window.add(face.pts, sample.p_fake)
         ident.last_face, ident.last_t = face, face.pts
         score = ident.window.score()
         assert score is not None
         verdict = ident.lifecycle.step(face.pts, score, len(ident.window))
-        return self._event(verdict, face) if verdict else None
+        return self._event(verdict, face, ident.window.span_s) if verdict else None
 
     def end(self, tracks: list[int], reason: str = "track_ended") -> list[EventV1]:
         """Forget ended identities; clear the alerts they had open."""
@@ -73,7 +72,7 @@ class StreamScorer:
                 continue
             verdict = ident.lifecycle.end(ident.last_t, reason, ident.window.score(), len(ident.window))
             if verdict:
-                events.append(self._event(verdict, ident.last_face))
+                events.append(self._event(verdict, ident.last_face, ident.window.span_s))
         return events
 
     def end_all(self, reason: str) -> list[EventV1]:
@@ -102,7 +101,7 @@ class StreamScorer:
             ],
         )
 
-    def _event(self, verdict: Verdict, face: Face) -> EventV1:
+    def _event(self, verdict: Verdict, face: Face, window_span_s: float) -> EventV1:
         return EventV1(
             type=verdict.type,
             id=verdict.alert_id,
@@ -113,6 +112,7 @@ class StreamScorer:
             threshold_source=self.threshold_source,
             window_s=self.cfg.window_s,
             policy=self.cfg.policy,
+            window_span_s=window_span_s,
             samples=verdict.samples,
             ts=face.wall_ts,
             pts=face.pts,

@@ -5,6 +5,12 @@ window applies that to the last `window_s` seconds, so one bad frame moves the s
 by at most 1/n and a real fake, seen for a few seconds, always carries it. The other
 policies trade that for robustness (trimmed mean, quantile: outliers do not count)
 or reaction time (ema: recent samples weigh more).
+
+A verdict needs `min_samples` in the window, and a stream analysed slower than
+`min_samples / window_s` frames per second (many streams on one model: four 1080p
+streams on a 2-core CPU get 0.9 each) would never hold that many in `window_s`: it
+could never alert. So the window stretches back to hold the newest `min_samples`
+samples, up to `window_max_s`, beyond which evidence is too old to act on.
 """
 
 from __future__ import annotations
@@ -53,21 +59,35 @@ def make_policy(cfg: ScoringConfig) -> Policy:
 
 
 class SlidingWindow:
-    """Samples `(t, p)` kept while `t > newest - window_s`, scored by a policy."""
+    """Samples `(t, p)` kept while `t > newest - window_s`, or while among the newest
+    `min_samples` and `t > newest - max_window_s`; scored by a policy."""
 
-    def __init__(self, window_s: float, policy: Policy = mean_policy) -> None:
+    def __init__(
+        self, window_s: float, policy: Policy = mean_policy, min_samples: int = 1, max_window_s: float | None = None
+    ) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
+        if max_window_s is not None and max_window_s < window_s:
+            raise ValueError(f"max_window_s ({max_window_s}) must be >= window_s ({window_s})")
         self.window_s = window_s
+        self.max_window_s = window_s if max_window_s is None else max_window_s
+        self.min_samples = min_samples
         self.policy = policy
         self._samples: deque[tuple[float, float]] = deque()
 
     def add(self, t: float, p: float) -> None:
         """Add a sample at time t (seconds, non-decreasing) and evict old ones."""
         self._samples.append((t, p))
-        horizon = t - self.window_s
-        while self._samples and self._samples[0][0] <= horizon:
+        horizon, limit = t - self.window_s, t - self.max_window_s
+        while self._samples and (
+            self._samples[0][0] <= limit or (self._samples[0][0] <= horizon and len(self._samples) > self.min_samples)
+        ):
             self._samples.popleft()
+
+    @property
+    def span_s(self) -> float:
+        """Seconds from the oldest sample in the window to the newest (0 when fewer than two)."""
+        return self._samples[-1][0] - self._samples[0][0] if self._samples else 0.0
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -78,3 +98,8 @@ class SlidingWindow:
             return None
         t, p = np.array(self._samples, dtype=np.float64).T
         return min(1.0, max(0.0, self.policy(t, p)))
+
+
+def window_for(cfg: ScoringConfig) -> SlidingWindow:
+    """An empty window as `cfg` describes it (the live scorer and the offline report share it)."""
+    return SlidingWindow(cfg.window_s, make_policy(cfg), cfg.min_samples, max(cfg.window_max_s, cfg.window_s))
