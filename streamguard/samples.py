@@ -102,10 +102,10 @@ def render_frame(t: float) -> np.ndarray:
 
 
 def make_two_face_video(
-    path: Path | str, seconds: float = 20.0, fps: int = 25, size: tuple[int, int] = FRAME_SIZE
+    path: Path | str, seconds: float = 20.0, fps: int = 25, size: tuple[int, int] = FRAME_SIZE, keyframe_every_s: float = 1.0
 ) -> Path:
-    """Encode the sample as H.264 (one keyframe a second, no B-frames) into `path`,
-    scaled to `size` (width, height) when that differs from FRAME_SIZE."""
+    """Encode the sample as H.264 (a keyframe every `keyframe_every_s`, no B-frames) into
+    `path`, scaled to `size` (width, height) when that differs from FRAME_SIZE."""
     import av
     import cv2
 
@@ -116,7 +116,7 @@ def make_two_face_video(
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = fps
+        stream.codec_context.gop_size = max(1, round(keyframe_every_s * fps))
         stream.codec_context.max_b_frames = 0
         stream.codec_context.time_base = Fraction(1, fps)
         stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23"}

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from streamguard.bench.commands import _variants
 from streamguard.bench.pipeline import rss_growth, run_bench
 from streamguard.config import build_config
+from streamguard.errors import ConfigError
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
 
@@ -19,22 +21,36 @@ def test_rss_growth_compares_the_end_with_minute_two():
     assert rss_growth(timeline[:20]) is None  # under 5 minutes: no soak figure
 
 
+def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():
+    assert _variants("ingest.keyframes_only_beyond=1,2") == ("ingest.keyframes_only_beyond", ["1", "2"])
+    assert _variants(None) is None
+    for bad, message in [("ingest.decode_threads", "KEY=V1,V2"), ("ingest.decode_threads=1,", "KEY=V1,V2"),
+                         ("model.precision=int8,fp32", "same engine"), ("crop.size=224,256", "same engine")]:
+        with pytest.raises(ConfigError, match=message):
+            _variants(bad)
+
+
 async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path, capsys):
     engine = TorchEngine(untrained_model("tiny"))
     cfg = build_config({"ingest": {"analysis_fps": 5}})
+    variants = {f"ingest.decode_on_demand={v}": build_config({"ingest": {"analysis_fps": 5, "decode_on_demand": v}})
+                for v in (True, False)}
     try:
         results = await run_bench(cfg, engine, [1], ["720p"], seconds=4.0, warmup=3.0, out_dir=tmp_path,
-                                  video_dir=tmp_path / "videos", front_end_seconds=2.0)
+                                  video_dir=tmp_path / "videos", front_end_seconds=2.0, variants=variants,
+                                  keyframe_every_s=2.0)
     finally:
         engine.close()
-    (case,) = results
+    assert [r.variant for r in results] == list(variants)  # each case once per variant, back to back
+    case = results[0]
     assert case.streams == 1 and case.crops_per_s > 0 and case.model_only_crops_per_s > 0
     assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
     assert case.cpu_cores_by_stage["decode"] > 0 and case.rtsp_server_cores > 0
     assert case.peak_rss_mb > 0 and case.rss_growth is None
     doc = json.loads(next(tmp_path.glob("pipeline-*.json")).read_text())
     assert doc["front_end"][0]["resolution"] == "720p" and doc["front_end"][0]["cpu_cores"] > 0
-    assert doc["results"][0]["streams"] == 1
+    assert doc["results"][0]["streams"] == 1 and doc["keyframe_every_s"] == 2.0
+    assert (tmp_path / "videos" / "two_faces_720p_k2s.mp4").is_file()
     assert next(tmp_path.glob("pipeline-*.png")).stat().st_size > 0
     out = capsys.readouterr().out
-    assert "ratio" in out and "front end" in out and out.strip().splitlines()[-2].startswith("{")
+    assert "ratio" in out and "front end" in out and "ingest.decode_on_demand=False" in out and out.strip().splitlines()[-2].startswith("{")

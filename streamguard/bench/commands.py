@@ -21,6 +21,18 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _variants(text: str | None) -> tuple[str, list[str]] | None:
+    """`KEY=V1,V2` -> (KEY, [V1, V2]); the engine is shared, so model and crop settings cannot vary."""
+    if text is None:
+        return None
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values or "" in values.split(","):
+        raise ConfigError(f"--vary takes KEY=V1,V2,... (e.g. ingest.keyframes_only_beyond=1,2), got {text!r}")
+    if key.split(".")[0] in ("model", "crop"):
+        raise ConfigError(f"--vary {key}: every variant runs on the same engine; run the bench once per {key}")
+    return key, values.split(",")
+
+
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from streamguard.bench.pipeline import RESOLUTIONS, run_bench
     from streamguard.cli import _overrides
@@ -35,11 +47,15 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if args.precision is None and args.engine is None and args.config is None:
         # The engine a trained checkpoint gets by default on a CPU; untrained weights would get torch fp32.
         overrides["model.precision"] = "int8"
+    if args.keyframe_every <= 0:
+        raise ConfigError(f"--keyframe-every must be > 0 seconds, got {args.keyframe_every}")
     cfg = load_config(args.config, overrides)
+    vary = _variants(args.vary)
+    variants = None if vary is None else {f"{vary[0]}={v}": load_config(args.config, overrides | {vary[0]: v}) for v in vary[1]}
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     try:
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
-                              args.out, args.out / "videos", args.front_end_seconds))
+                              args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every))
     finally:
         engine.close()
     return 0
@@ -55,6 +71,9 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
     p.add_argument("--front-end-seconds", type=float, default=20.0,
                    help="seconds of one stream through decode + detection alone, per resolution (0: skip)")
+    p.add_argument("--keyframe-every", type=float, default=1.0, help="seconds between keyframes of the generated streams")
+    p.add_argument("--vary", metavar="KEY=V1,V2", help="run every case once per value of a config key, back to back "
+                   "(an A/B measured side by side), e.g. ingest.keyframes_only_beyond=1,2")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
     _add_pipeline_options(p)
     p.set_defaults(func=cmd_bench_pipeline)

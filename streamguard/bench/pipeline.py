@@ -67,6 +67,7 @@ class CaseResult:
     load_factor: float  # crops/s the streams offer (analysis fps x faces) over model-only crops/s
     peak_rss_mb: float  # largest RSS sampled during the case
     rss_growth: float | None  # RSS at the end over RSS at minute 2 (runs of >= 5 min), the soak figure
+    variant: str = ""  # `--vary KEY=VALUE` this case ran with ("" without --vary)
     rss_mb_timeline: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -119,13 +120,14 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
-def sample_videos(folder: Path, resolutions: list[str]) -> dict[str, Path]:
+def sample_videos(folder: Path, resolutions: list[str], keyframe_every_s: float = 1.0) -> dict[str, Path]:
     """One 30 s two-face H.264 clip per resolution (made once, then reused)."""
     out = {}
     for res in resolutions:
-        path = folder / f"two_faces_{res}.mp4"
+        suffix = "" if keyframe_every_s == 1.0 else f"_k{keyframe_every_s:g}s"
+        path = folder / f"two_faces_{res}{suffix}.mp4"
         if not path.is_file():
-            make_two_face_video(path, seconds=30.0, size=RESOLUTIONS[res])
+            make_two_face_video(path, seconds=30.0, size=RESOLUTIONS[res], keyframe_every_s=keyframe_every_s)
         out[res] = path
     return out
 
@@ -156,7 +158,7 @@ def _p(values: list[float], q: float) -> float:
 
 async def run_case(
     cfg: Config, engine: Engine, rtsp: RtspServer, redis_url: str,
-    streams: int, resolution: str, seconds: float, warmup: float,
+    streams: int, resolution: str, seconds: float, warmup: float, variant: str = "",
 ) -> CaseResult:
     names = [f"s{i}" for i in range(streams)]
     case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=rtsp.url(resolution)) for n in names]})
@@ -227,6 +229,7 @@ async def run_case(
         load_factor=round(offered / model_only, 2),
         peak_rss_mb=max(mb for _, mb in rss_timeline),
         rss_growth=rss_growth(rss_timeline),
+        variant=variant,
         rss_mb_timeline=rss_timeline,
     )
 
@@ -305,8 +308,13 @@ def _hist(h) -> tuple[float, float]:
 
 
 def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> None:
+    width = max((len(r.variant) for r in results), default=0)
+
+    def variant_column(text: str) -> str:  # only with --vary
+        return f"{text:<{max(width, 7)}} " if width else ""
+
     head = (
-        f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} "
+        variant_column("variant") + f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} "
         f"{'p99 s':>6} {'p99 1st/last min':>16} {'fps/stream':>10} {'fair':>5} {'drop/str':>9} {'decode':>7} "
         f"{'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'server':>6} {'RSS MB':>7} {'growth':>6}"
     )
@@ -318,7 +326,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         growth = "-" if r.rss_growth is None else f"{r.rss_growth:.3f}"
         cpu = r.cpu_cores_by_stage
         print(
-            f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
+            variant_column(r.variant) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
             f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
             f"{minutes:>16} {fps:>10} {r.fairness_max_dev:>5.2f} {max(r.frames_dropped_per_stream):>9} "
             f"{cpu.get('decode', 0):>7.3f} {cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} "
@@ -338,13 +346,13 @@ def plot(results: list[CaseResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for res in sorted({r.resolution for r in results}):
-        rs = sorted((r for r in results if r.resolution == res), key=lambda r: r.streams)
-        ns = [r.streams for r in rs]
-        ax1.plot(ns, [r.crops_per_s for r in rs], "o-", label=f"pipeline {res}")
-        ax1.plot(ns, [r.model_only_crops_per_s for r in rs], "x--", label=f"model only {res}")
-        ax2.plot(ns, [r.latency_p99_s for r in rs], "o-", label=f"p99 {res}")
-        ax2.plot(ns, [r.latency_p50_s for r in rs], "x--", label=f"p50 {res}")
+    for res, variant in sorted({(r.resolution, r.variant) for r in results}):
+        rs = sorted((r for r in results if (r.resolution, r.variant) == (res, variant)), key=lambda r: r.streams)
+        ns, name = [r.streams for r in rs], f"{res} {variant}".strip()
+        ax1.plot(ns, [r.crops_per_s for r in rs], "o-", label=f"pipeline {name}")
+        ax1.plot(ns, [r.model_only_crops_per_s for r in rs], "x--", label=f"model only {name}")
+        ax2.plot(ns, [r.latency_p99_s for r in rs], "o-", label=f"p99 {name}")
+        ax2.plot(ns, [r.latency_p50_s for r in rs], "x--", label=f"p50 {name}")
     ax1.set(xlabel="streams", ylabel="analysed crops / s", title="Throughput")
     ax2.set(xlabel="streams", ylabel="frame arrival to score (s)", title="Latency")
     for ax in (ax1, ax2):
@@ -358,8 +366,12 @@ def plot(results: list[CaseResult], path: Path) -> None:
 async def run_bench(
     cfg: Config, engine: Engine, streams: list[int], resolutions: list[str],
     seconds: float, warmup: float, out_dir: Path, video_dir: Path, front_end_seconds: float = 20.0,
+    variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0,
 ) -> list[CaseResult]:
-    videos = sample_videos(video_dir, resolutions)
+    """Every (resolution, stream count) case, once per variant (config), the variants of a
+    case back to back so that they see the same machine (its speed drifts by the minute)."""
+    variants = variants or {"": cfg}
+    videos = sample_videos(video_dir, resolutions, keyframe_every_s)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[CaseResult] = []
     front_end: list[FrontEndResult] = []
@@ -372,8 +384,9 @@ async def run_bench(
                     print(f"... front end alone, one stream at {res}: {front_end_seconds:.0f} s", flush=True)
                     front_end.append(await run_front_end(cfg, rtsp, res, front_end_seconds, warmup))
                 for n in streams:
-                    print(f"... {n} stream(s) at {res}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
-                    results.append(await run_case(cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup))
+                    for label, case_cfg in variants.items():
+                        print(f"... {n} stream(s) at {res} {label}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
+                        results.append(await run_case(case_cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup, label))
         finally:
             rtsp.stop()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -383,6 +396,7 @@ async def run_bench(
         "engine": {"name": engine.meta.name, "backend": type(engine).__name__, "precision": engine.precision},
         "analysis_fps": cfg.ingest.analysis_fps,
         "detect_every": cfg.detector.detect_every,
+        "keyframe_every_s": keyframe_every_s,
         "peak_rss_mb_process": peak_rss_mb(),
         "front_end": [asdict(f) for f in front_end],
         "results": [asdict(r) for r in results],
