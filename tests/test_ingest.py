@@ -182,7 +182,7 @@ def test_a_decoded_frame_converts_its_pixels_on_first_use_only():
 
 
 def test_demand_gate_decodes_only_keyframes_while_the_consumer_is_slow():
-    gate = DemandGate()
+    gate = DemandGate(keyframes_only_beyond=2.0)
     packets = [(k / 25, k % 25 == 0) for k in range(25 * 8)]  # 8 s of 25 fps, a keyframe every second
 
     def skipped(seconds: range, consumer_interval: float | None) -> list[bool]:
@@ -223,9 +223,9 @@ def replay(
 
 @pytest.mark.parametrize(("interval", "most_decoded"), [(0.3, 0.95), (0.7, 0.8), (1.0, 0.5), (1.4, 0.55), (1.9, 0.55)])
 def test_demand_gate_gives_the_consumer_the_newest_frame_and_leaves_group_tails_undecoded(interval, most_decoded):
-    # Keyframes every second; a consumer under the keyframes-only pace (2 s) taking a frame every `interval`.
+    # Keyframes every second; a consumer under the keyframes-only pace (2 s here) taking a frame every `interval`.
     takes = [0.31 + interval * i for i in range(int(19.0 / interval))]
-    ages, decoded = replay(DemandGate(), takes, seconds=20.0)
+    ages, decoded = replay(DemandGate(keyframes_only_beyond=2.0), takes, seconds=20.0)
     assert max(ages) < 0.045  # every frame taken is the newest of the stream: nothing it needed was skipped
     assert len(decoded) < most_decoded * 20 * 25  # the rest of a group after its last take is not decoded (all was before)
     for group in range(2, int(takes[-1])):  # a group the next take falls after is not decoded at all, keyframe included
@@ -244,8 +244,8 @@ def test_demand_gate_decodes_only_the_keyframe_before_each_announced_take_while_
 
 def test_demand_gate_switches_to_keyframes_at_the_configured_spacing_of_takes():
     takes = [0.31 + 1.4 * i for i in range(13)]  # 1.4 keyframe intervals apart
-    fresh_ages, fresh = replay(DemandGate(), takes, seconds=20.0)
-    ages, decoded = replay(DemandGate(keyframes_only_beyond=1.2), takes, seconds=20.0)
+    fresh_ages, fresh = replay(DemandGate(keyframes_only_beyond=2.0), takes, seconds=20.0)
+    ages, decoded = replay(DemandGate(), takes, seconds=20.0)  # the default: beyond one interval
     assert max(fresh_ages) < 0.045 and 0.045 < max(ages) < 1.0  # then a frame is up to one group old
     assert len(decoded) < 0.3 * len(fresh)
 
@@ -253,7 +253,7 @@ def test_demand_gate_switches_to_keyframes_at_the_configured_spacing_of_takes():
 def test_demand_gate_a_take_earlier_than_announced_gets_a_frame_at_most_one_group_old():
     takes = [0.31 + 1.4 * i for i in range(11)] + [14.9]
     announced = takes[:-1] + [15.71]  # the last comes 0.81 s before it was announced
-    ages, _ = replay(DemandGate(), takes, seconds=16.0, announced=announced)
+    ages, _ = replay(DemandGate(keyframes_only_beyond=2.0), takes, seconds=16.0, announced=announced)
     assert max(ages[:-1]) < 0.045 and 0.045 < ages[-1] < 1.0
 
 
@@ -495,7 +495,8 @@ async def test_live_source_without_reconnect_ends_when_the_server_goes(rtsp_serv
 
 async def test_a_consumer_slower_than_the_keyframes_gets_fresh_frames_and_group_tails_are_not_decoded(rtsp_server):
     name = "rtsp-demand"
-    source, queue, _ = make_source(rtsp_server.url("cam1"), name, analysis_fps=5.0)
+    # Keyframes only from takes 2 keyframe intervals apart (the default is 1).
+    source, queue, _ = make_source(rtsp_server.url("cam1"), name, analysis_fps=5.0, keyframes_only_beyond=2.0)
     task = asyncio.create_task(source.run())
     try:
         # The consumer takes a frame every 1.4 s (the sample has a keyframe every second) and, as the

@@ -145,12 +145,15 @@ class DemandGate:
     the next keyframe. (The consumer's past pace is no guide: its takes came up to 40%
     of an interval earlier than a moving average predicted.)
 
-    While analysis takes frames less often than every `keyframes_only_beyond` keyframe
-    intervals (default 2), only keyframes are decoded (those of groups a take falls
-    in): decoding up to each take would give fresher frames, at the price of half a
-    group of pictures per take (0.11 cores for eight 1080p streams); a frame is then up
-    to one keyframe interval old. It decodes up to takes again below three quarters of
-    that. The pace is the announced one (`LatestQueue.pace`): a consumer that waits for
+    While analysis takes frames less often than keyframes come (more than
+    `keyframes_only_beyond` keyframe intervals apart, default 1), only keyframes are
+    decoded (those of groups a take falls in), a frame then being up to one keyframe
+    interval old. Decoding up to each take would give fresher frames, at the price of
+    half a group of pictures per take: on two cores, 12-20% of the model's throughput
+    with 1 s groups and 17-22% with 2 s ones (docs/benchmarks.md); and under load it is
+    the rate of analysed frames, more than their age, that decides how soon an
+    identity has `min_samples` and can alert. It decodes up to takes again below three
+    quarters of that. The pace is the announced one (`LatestQueue.pace`): a consumer that waits for
     keyframes takes frames at their pace, which must not keep it on keyframes. Decisions
     to decode more change only at keyframes.
     """
@@ -158,7 +161,7 @@ class DemandGate:
     LEAVE = 0.75  # of keyframes_only_beyond: below it groups are decoded up to takes again
     MARGIN_S = 0.05  # how much later than the group's predicted end the next take must fall (keyframe arrival jitter)
 
-    def __init__(self, keyframes_only_beyond: float = 2.0) -> None:
+    def __init__(self, keyframes_only_beyond: float = 1.0) -> None:
         self.enter = keyframes_only_beyond  # consumer interval / keyframe interval above which only keyframes are decoded
         self.keyframes_only = False
         self._skipping = False  # the rest of the current group is left undecoded
