@@ -96,14 +96,31 @@ async def test_latest_queue_learns_the_consumers_pace_and_forgets_an_announced_t
 
 async def test_latest_queue_pace_is_the_announced_one_however_long_gets_wait():
     queue: LatestQueue[int] = LatestQueue(1)
+    start = time.monotonic() + 100.0
     for i in range(5):  # gets announced 0.7 s apart (whenever they really happen)
-        queue.announce_get(100.0 + 0.7 * i)
+        queue.announce_get(start + 0.7 * i)
         queue.put_nowait(i)
         await queue.get()
     assert queue.announced_interval == pytest.approx(0.7) and queue.pace == pytest.approx(0.7)
     queue.put_nowait(5)
     await queue.get()  # an unannounced get: the announced pace no longer holds
     assert queue.announced_interval is None and queue.pace == queue.get_interval
+
+
+async def test_latest_queue_pace_leaves_out_the_time_a_get_waited_for_an_item():
+    """A consumer kept waiting (keyframes only, one a second) asks for its next item 0.2 s
+    after it got one: that is its pace, not the second it waited."""
+    queue: LatestQueue[int] = LatestQueue(1)
+    loop = asyncio.get_running_loop()
+    for i in range(4):
+        queue.announce_get(time.monotonic())  # due now, but nothing comes for 0.3 s
+        loop.call_later(0.3, queue.put_nowait, i)
+        await asyncio.wait_for(queue.get(), 2)
+        got = time.monotonic()
+        queue.announce_get(got + 0.2)
+        queue.put_nowait(i)
+        await asyncio.wait_for(queue.get(), 2)
+    assert queue.announced_interval == pytest.approx(0.2, abs=0.05)  # counting from the announcements: 0.35-0.5
 
 
 async def test_latest_queue_close_drains_then_raises():
@@ -538,3 +555,29 @@ async def test_a_slow_consumer_gets_keyframes_and_the_rest_is_not_decoded(rtsp_s
     assert rate < 2.0  # about one keyframe a second, not 25 frames
     assert all(looks_like_sample_at(f) for f in frames)  # whole, clean pictures
     assert (metric("streamguard_packets_unneeded_total", name) or 0) > 40
+
+
+async def test_a_consumer_that_speeds_up_is_not_held_to_keyframes_by_waiting_for_them(rtsp_server):
+    name = "rtsp-speeds-up"
+    source, queue, _ = make_source(rtsp_server.url("cam2"), name, analysis_fps=5.0)
+    task = asyncio.create_task(source.run())
+
+    async def take_every(interval: float) -> None:
+        # as the pipeline's look-ahead does: say when, wait until then, take (waiting if nothing is there)
+        await asyncio.wait_for(queue.get(), 5)
+        queue.announce_get(time.monotonic() + interval)
+        await asyncio.sleep(interval)
+
+    try:
+        for _ in range(4):  # slower than the keyframes (one a second): keyframes only
+            await take_every(1.6)
+        for _ in range(8):  # then faster: at first it waits for keyframes
+            await take_every(0.3)
+        t0, taken = time.monotonic(), 0
+        while time.monotonic() - t0 < 3.0:
+            await take_every(0.3)
+            taken += 1
+        rate = taken / (time.monotonic() - t0)
+    finally:
+        await stop(task)
+    assert rate > 2.0  # a frame every 0.3 s or so, not one per keyframe

@@ -38,10 +38,11 @@ class LatestQueue(Generic[T]):
         self._last_get: float | None = None
         # When (time.monotonic) the consumer has said it will take its next item (announce_get); get() clears it.
         self.next_get_at: float | None = None
-        # Moving average of seconds between announced gets: the pace the consumer asks for, which
-        # waiting for an item does not stretch; None while gets come unannounced.
+        # Moving average of seconds from a get to the next announced one: the pace the consumer asks
+        # for, which waiting for an item does not stretch; None while gets come unannounced.
         self.announced_interval: float | None = None
-        self._last_announced: float | None = None  # the announced time of the latest get, if it was
+        # The latest get, if it was announced: its announced time, or when it happened if it had to wait.
+        self._last_announced: float | None = None
         self._on_drop = on_drop
         self._items: deque[T] = deque()
         self._closed = False
@@ -88,8 +89,11 @@ class LatestQueue(Generic[T]):
             gap = now - self._last_get
             self.get_interval = gap if self.get_interval is None else 0.7 * self.get_interval + 0.3 * gap
         self._last_get = now
-        self._last_announced, self.next_get_at = self.next_get_at, None
-        if self._last_announced is None:
+        announced, self.next_get_at = self.next_get_at, None
+        # A consumer that waited for an item (one keyframe a second, say) is that much late; counting
+        # from the announced time would pass the wait on to the pace and keep producers that slow.
+        self._last_announced = None if announced is None else max(announced, now)
+        if announced is None:
             self.announced_interval = None
         return item
 

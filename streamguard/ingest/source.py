@@ -153,9 +153,11 @@ class DemandGate:
     with 1 s groups and 17-22% with 2 s ones (docs/benchmarks.md); and under load it is
     the rate of analysed frames, more than their age, that decides how soon an
     identity has `min_samples` and can alert. It decodes up to takes again below three
-    quarters of that. The pace is the announced one (`LatestQueue.pace`): a consumer that waits for
-    keyframes takes frames at their pace, which must not keep it on keyframes. Decisions
-    to decode more change only at keyframes.
+    quarters of that. The pace is the announced one (`LatestQueue.pace`), counted from
+    when each take really happened: a consumer kept waiting for keyframes takes frames
+    at their pace, which must not keep it on keyframes (measured: two streams locked at
+    one frame a second, half the model's rate, while it counted from the announced
+    times). Decisions to decode more change only at keyframes.
     """
 
     LEAVE = 0.75  # of keyframes_only_beyond: below it groups are decoded up to takes again
