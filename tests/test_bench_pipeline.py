@@ -25,7 +25,7 @@ def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():
     assert _variants("ingest.keyframes_only_beyond=1,2") == ("ingest.keyframes_only_beyond", ["1", "2"])
     assert _variants(None) is None
     for bad, message in [("ingest.decode_threads", "KEY=V1,V2"), ("ingest.decode_threads=1,", "KEY=V1,V2"),
-                         ("model.precision=int8,fp32", "same engine"), ("crop.size=224,256", "same engine")]:
+                         ("model.precision=int8,fp32", "same engine"), ("ingest.decode_threads=1,2,1", "each value once"), ("crop.size=224,256", "same engine")]:
         with pytest.raises(ConfigError, match=message):
             _variants(bad)
 

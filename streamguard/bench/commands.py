@@ -28,6 +28,8 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
     key, sep, values = text.partition("=")
     if not sep or not key or not values or "" in values.split(","):
         raise ConfigError(f"--vary takes KEY=V1,V2,... (e.g. ingest.keyframes_only_beyond=1,2), got {text!r}")
+    if len(set(values.split(","))) < len(values.split(",")):
+        raise ConfigError(f"--vary {key}: each value once (every case runs once per value), got {values!r}")
     if key.split(".")[0] in ("model", "crop"):
         raise ConfigError(f"--vary {key}: every variant runs on the same engine; run the bench once per {key}")
     return key, values.split(",")

@@ -385,7 +385,7 @@ async def run_bench(
                     front_end.append(await run_front_end(cfg, rtsp, res, front_end_seconds, warmup))
                 for n in streams:
                     for label, case_cfg in variants.items():
-                        print(f"... {n} stream(s) at {res} {label}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
+                        print(f"... {n} stream(s) at {' '.join(filter(None, [res, label]))}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
                         results.append(await run_case(case_cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup, label))
         finally:
             rtsp.stop()
