@@ -38,10 +38,11 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     try:
         results = await run_bench(cfg, engine, [1], ["720p"], seconds=4.0, warmup=3.0, out_dir=tmp_path,
                                   video_dir=tmp_path / "videos", front_end_seconds=2.0, variants=variants,
-                                  keyframe_every_s=2.0)
+                                  keyframe_every_s=2.0, rounds=2)
     finally:
         engine.close()
-    assert [r.variant for r in results] == list(variants)  # each case once per variant, back to back
+    # each case once per variant, back to back, and the whole again per round
+    assert [(r.variant, r.round) for r in results] == [(v, i) for i in range(2) for v in variants]
     case = results[0]
     assert case.streams == 1 and case.crops_per_s > 0 and case.model_only_crops_per_s > 0
     assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
@@ -53,4 +54,5 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     assert (tmp_path / "videos" / "two_faces_720p_k2s.mp4").is_file()
     assert next(tmp_path.glob("pipeline-*.png")).stat().st_size > 0
     out = capsys.readouterr().out
-    assert "ratio" in out and "front end" in out and "ingest.decode_on_demand=False" in out and out.strip().splitlines()[-2].startswith("{")
+    assert "ratio" in out and "front end" in out and "ingest.decode_on_demand=False r2" in out
+    assert out.count("front end (") == 1  # the front end once, not per round and out.strip().splitlines()[-2].startswith("{")

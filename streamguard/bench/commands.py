@@ -49,6 +49,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if args.precision is None and args.engine is None and args.config is None:
         # The engine a trained checkpoint gets by default on a CPU; untrained weights would get torch fp32.
         overrides["model.precision"] = "int8"
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
     if args.keyframe_every <= 0:
         raise ConfigError(f"--keyframe-every must be > 0 seconds, got {args.keyframe_every}")
     cfg = load_config(args.config, overrides)
@@ -57,7 +59,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     try:
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
-                              args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every))
+                              args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
+                              args.rounds))
     finally:
         engine.close()
     return 0
@@ -76,6 +79,7 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keyframe-every", type=float, default=1.0, help="seconds between keyframes of the generated streams")
     p.add_argument("--vary", metavar="KEY=V1,V2", help="run every case once per value of a config key, back to back "
                    "(an A/B measured side by side), e.g. ingest.keyframes_only_beyond=1,2")
+    p.add_argument("--rounds", type=int, default=1, help="passes over all cases (and variants), one after another")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
     _add_pipeline_options(p)
     p.set_defaults(func=cmd_bench_pipeline)

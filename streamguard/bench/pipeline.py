@@ -14,12 +14,13 @@ other cores) and mediapipe's graph threads.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ class CaseResult:
     peak_rss_mb: float  # largest RSS sampled during the case
     rss_growth: float | None  # RSS at the end over RSS at minute 2 (runs of >= 5 min), the soak figure
     variant: str = ""  # `--vary KEY=VALUE` this case ran with ("" without --vary)
+    round: int = 0  # which pass over all cases (`--rounds`)
     rss_mb_timeline: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -308,9 +310,10 @@ def _hist(h) -> tuple[float, float]:
 
 
 def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> None:
-    width = max((len(r.variant) for r in results), default=0)
+    several_rounds = any(r.round for r in results)
+    width = max((len(r.variant) for r in results), default=0) + 3 * several_rounds
 
-    def variant_column(text: str) -> str:  # only with --vary
+    def variant_column(text: str) -> str:  # only with --vary or --rounds
         return f"{text:<{max(width, 7)}} " if width else ""
 
     head = (
@@ -326,7 +329,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         growth = "-" if r.rss_growth is None else f"{r.rss_growth:.3f}"
         cpu = r.cpu_cores_by_stage
         print(
-            variant_column(r.variant) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
+            variant_column(f"{r.variant} r{r.round + 1}" if several_rounds else r.variant) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
             f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
             f"{minutes:>16} {fps:>10} {r.fairness_max_dev:>5.2f} {max(r.frames_dropped_per_stream):>9} "
             f"{cpu.get('decode', 0):>7.3f} {cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} "
@@ -347,12 +350,16 @@ def plot(results: list[CaseResult], path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for res, variant in sorted({(r.resolution, r.variant) for r in results}):
-        rs = sorted((r for r in results if (r.resolution, r.variant) == (res, variant)), key=lambda r: r.streams)
-        ns, name = [r.streams for r in rs], f"{res} {variant}".strip()
-        ax1.plot(ns, [r.crops_per_s for r in rs], "o-", label=f"pipeline {name}")
-        ax1.plot(ns, [r.model_only_crops_per_s for r in rs], "x--", label=f"model only {name}")
-        ax2.plot(ns, [r.latency_p99_s for r in rs], "o-", label=f"p99 {name}")
-        ax2.plot(ns, [r.latency_p50_s for r in rs], "x--", label=f"p50 {name}")
+        rs = [r for r in results if (r.resolution, r.variant) == (res, variant)]
+        ns, name = sorted({r.streams for r in rs}), f"{res} {variant}".strip()
+
+        def median(attr: str) -> list[float]:  # over rounds
+            return [statistics.median(getattr(r, attr) for r in rs if r.streams == n) for n in ns]
+
+        ax1.plot(ns, median("crops_per_s"), "o-", label=f"pipeline {name}")
+        ax1.plot(ns, median("model_only_crops_per_s"), "x--", label=f"model only {name}")
+        ax2.plot(ns, median("latency_p99_s"), "o-", label=f"p99 {name}")
+        ax2.plot(ns, median("latency_p50_s"), "x--", label=f"p50 {name}")
     ax1.set(xlabel="streams", ylabel="analysed crops / s", title="Throughput")
     ax2.set(xlabel="streams", ylabel="frame arrival to score (s)", title="Latency")
     for ax in (ax1, ax2):
@@ -366,10 +373,11 @@ def plot(results: list[CaseResult], path: Path) -> None:
 async def run_bench(
     cfg: Config, engine: Engine, streams: list[int], resolutions: list[str],
     seconds: float, warmup: float, out_dir: Path, video_dir: Path, front_end_seconds: float = 20.0,
-    variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0,
+    variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0, rounds: int = 1,
 ) -> list[CaseResult]:
-    """Every (resolution, stream count) case, once per variant (config), the variants of a
-    case back to back so that they see the same machine (its speed drifts by the minute)."""
+    """Every (resolution, stream count) case, once per variant (config) and round, the
+    variants of a case back to back so that they see the same machine (its speed drifts by
+    the minute), the rounds one after another so that a passing slowdown hits one round."""
     variants = variants or {"": cfg}
     videos = sample_videos(video_dir, resolutions, keyframe_every_s)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -379,14 +387,15 @@ async def run_bench(
         rtsp = RtspServer(videos, out_dir, loop=True)
         rtsp.start()
         try:
-            for res in resolutions:
-                if front_end_seconds > 0:
+            for round_, res in itertools.product(range(rounds), resolutions):
+                if front_end_seconds > 0 and round_ == 0:
                     print(f"... front end alone, one stream at {res}: {front_end_seconds:.0f} s", flush=True)
                     front_end.append(await run_front_end(cfg, rtsp, res, front_end_seconds, warmup))
-                for n in streams:
-                    for label, case_cfg in variants.items():
-                        print(f"... {n} stream(s) at {' '.join(filter(None, [res, label]))}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
-                        results.append(await run_case(case_cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup, label))
+                for n, (label, case_cfg) in itertools.product(streams, variants.items()):
+                    name = " ".join(filter(None, [res, label, f"round {round_ + 1}/{rounds}" if rounds > 1 else ""]))
+                    print(f"... {n} stream(s) at {name}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
+                    case = await run_case(case_cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup, label)
+                    results.append(replace(case, round=round_))
         finally:
             rtsp.stop()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -397,6 +406,7 @@ async def run_bench(
         "analysis_fps": cfg.ingest.analysis_fps,
         "detect_every": cfg.detector.detect_every,
         "keyframe_every_s": keyframe_every_s,
+        "rounds": rounds,
         "peak_rss_mb_process": peak_rss_mb(),
         "front_end": [asdict(f) for f in front_end],
         "results": [asdict(r) for r in results],
