@@ -102,7 +102,8 @@ def render_frame(t: float) -> np.ndarray:
 
 
 def make_two_face_video(
-    path: Path | str, seconds: float = 20.0, fps: int = 25, size: tuple[int, int] = FRAME_SIZE, keyframe_every_s: float = 1.0
+    path: Path | str, seconds: float = 20.0, fps: int = 25, size: tuple[int, int] = FRAME_SIZE,
+    keyframe_every_s: float = 1.0,
 ) -> Path:
     """Encode the sample as H.264 (a keyframe every `keyframe_every_s`, no B-frames) into
     `path`, scaled to `size` (width, height) when that differs from FRAME_SIZE."""

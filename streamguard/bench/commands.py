@@ -55,7 +55,10 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
         raise ConfigError(f"--keyframe-every must be > 0 seconds, got {args.keyframe_every}")
     cfg = load_config(args.config, overrides)
     vary = _variants(args.vary)
-    variants = None if vary is None else {f"{vary[0]}={v}": load_config(args.config, overrides | {vary[0]: v}) for v in vary[1]}
+    variants = None
+    if vary is not None:
+        key, values = vary
+        variants = {f"{key}={v}": load_config(args.config, overrides | {key: v}) for v in values}
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     try:
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
@@ -76,7 +79,8 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
     p.add_argument("--front-end-seconds", type=float, default=20.0,
                    help="seconds of one stream through decode + detection alone, per resolution (0: skip)")
-    p.add_argument("--keyframe-every", type=float, default=1.0, help="seconds between keyframes of the generated streams")
+    p.add_argument("--keyframe-every", type=float, default=1.0,
+                   help="seconds between keyframes of the generated streams")
     p.add_argument("--vary", metavar="KEY=V1,V2", help="run every case once per value of a config key, back to back "
                    "(an A/B measured side by side), e.g. ingest.keyframes_only_beyond=1,2")
     p.add_argument("--rounds", type=int, default=1, help="passes over all cases (and variants), one after another")

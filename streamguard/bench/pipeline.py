@@ -316,8 +316,8 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
     def variant_column(text: str) -> str:  # only with --vary or --rounds
         return f"{text:<{max(width, 7)}} " if width else ""
 
-    head = (
-        variant_column("variant") + f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} "
+    head = variant_column("variant") + (
+        f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'p50 s':>6} "
         f"{'p99 s':>6} {'p99 1st/last min':>16} {'fps/stream':>10} {'fair':>5} {'drop/str':>9} {'decode':>7} "
         f"{'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'server':>6} {'RSS MB':>7} {'growth':>6}"
     )
@@ -328,8 +328,10 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         minutes = "-" if r.latency_p99_first_min_s is None else f"{r.latency_p99_first_min_s:.2f}/{r.latency_p99_last_min_s:.2f}"
         growth = "-" if r.rss_growth is None else f"{r.rss_growth:.3f}"
         cpu = r.cpu_cores_by_stage
+        label = f"{r.variant} r{r.round + 1}" if several_rounds else r.variant
         print(
-            variant_column(f"{r.variant} r{r.round + 1}" if several_rounds else r.variant) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} {r.model_only_crops_per_s:>8.2f} "
+            variant_column(label) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} "
+            f"{r.model_only_crops_per_s:>8.2f} "
             f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
             f"{minutes:>16} {fps:>10} {r.fairness_max_dev:>5.2f} {max(r.frames_dropped_per_stream):>9} "
             f"{cpu.get('decode', 0):>7.3f} {cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} "
