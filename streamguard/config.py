@@ -65,7 +65,7 @@ class IngestConfig(_Section):
         le=100.0,
         description="With decode_on_demand: once analysis takes frames more than this many keyframe intervals apart, "
         "decode keyframes only. Higher gives fresher frames under load, at the price of decoding half a group of "
-        "pictures per analysed frame (docs/benchmarks.md: 15-20% of the model's throughput on 2 cores)",
+        "pictures per analysed frame (docs/benchmarks.md: up to 19% of the model's throughput on 2 cores)",
     )
     decode_threads: int = Field(
         1,

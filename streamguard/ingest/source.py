@@ -149,15 +149,16 @@ class DemandGate:
     `keyframes_only_beyond` keyframe intervals apart, default 1), only keyframes are
     decoded (those of groups a take falls in), a frame then being up to one keyframe
     interval old. Decoding up to each take would give fresher frames, at the price of
-    half a group of pictures per take: on two cores, 12-20% of the model's throughput
-    with 1 s groups and 17-22% with 2 s ones (docs/benchmarks.md); and under load it is
-    the rate of analysed frames, more than their age, that decides how soon an
-    identity has `min_samples` and can alert. It decodes up to takes again below three
-    quarters of that. The pace is the announced one (`LatestQueue.pace`), counted from
-    when each take really happened: a consumer kept waiting for keyframes takes frames
-    at their pace, which must not keep it on keyframes (measured: two streams locked at
-    one frame a second, half the model's rate, while it counted from the announced
-    times). Decisions to decode more change only at keyframes.
+    half a group of pictures per take: on two cores, 13-19% of the model's throughput at
+    4 x 1080p and 8-19% with 2 s groups (nothing at 720p with 1 s groups, where decoding
+    is cheap; docs/benchmarks.md); and under load it is the rate of analysed frames,
+    more than their age, that decides how soon an identity has `min_samples` and can
+    alert. It decodes up to takes again below three quarters of that. The pace is the
+    announced one (`LatestQueue.pace`), counted from when each take really happened: a
+    consumer kept waiting for keyframes takes frames at their pace, which must not keep
+    it on keyframes (measured: two streams locked at one frame a second, half the
+    model's rate, while it counted from the announced times). Decisions to decode more
+    change only at keyframes.
     """
 
     LEAVE = 0.75  # of keyframes_only_beyond: below it groups are decoded up to takes again
