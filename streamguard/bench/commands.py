@@ -25,14 +25,15 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
     """`KEY=V1,V2` -> (KEY, [V1, V2]); the engine is shared, so model and crop settings cannot vary."""
     if text is None:
         return None
-    key, sep, values = text.partition("=")
-    if not sep or not key or not values or "" in values.split(","):
+    key, sep, joined = text.partition("=")
+    values = joined.split(",")
+    if not sep or not key or not joined or "" in values:
         raise ConfigError(f"--vary takes KEY=V1,V2,... (e.g. ingest.keyframes_only_beyond=1,2), got {text!r}")
-    if len(set(values.split(","))) < len(values.split(",")):
-        raise ConfigError(f"--vary {key}: each value once (every case runs once per value), got {values!r}")
+    if len(set(values)) < len(values):
+        raise ConfigError(f"--vary {key}: each value once (every case runs once per value), got {joined!r}")
     if key.split(".")[0] in ("model", "crop"):
         raise ConfigError(f"--vary {key}: every variant runs on the same engine; run the bench once per {key}")
-    return key, values.split(",")
+    return key, values
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
