@@ -187,7 +187,16 @@ class ModelConfig(_Section):
     engine_cache: Path | None = Field(
         None, description="Where engines built from checkpoints are kept; none = $XDG_CACHE_HOME/streamguard/engines"
     )
-    threads: int | None = Field(None, ge=1, le=256, description="CPU intra-op threads (torch and onnxruntime); none = their default")
+    threads: int | None = Field(
+        None, ge=1, le=256,
+        description="CPU threads per engine call; none = torch's default, for onnxruntime cores // parallel_calls",
+    )
+    parallel_calls: int = Field(
+        1, ge=1, le=256,
+        description="onnxruntime: engine calls run at once (the batcher keeps that many batches in flight), for "
+        "many cores, where one call on all of them scales worst; on 2 cores, with streams kept to even shares, 2 "
+        "gave fewer crops/s than 1 (docs/benchmarks.md). Torch and TensorRT run one",
+    )
     seed: int = Field(0, description="Seed for untrained weights, so runs are repeatable")
 
 

@@ -30,7 +30,7 @@ from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
-from streamguard.inference.batcher import CropsDropped, MicroBatcher
+from streamguard.inference.batcher import CropsDropped, Member, MicroBatcher
 from streamguard.inference.engine import Engine
 from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
@@ -121,15 +121,15 @@ class StreamWorker:
         stage: FaceStage | None = None
         reader = asyncio.create_task(self._read(), name=f"source-{self.stream.name}")
         reason = "shutdown"
-        self.batcher.join()
+        member = self.batcher.join()
         try:
             stage = await loop.run_in_executor(
                 executor, FaceStage, self.stream.name, self.cfg.detector, self.cfg.tracker, self.cfg.crop
             )
-            await self._analyse(stage, executor)
+            await self._analyse(stage, executor, member)
             reason = "stream_ended"
         finally:
-            self.batcher.leave()
+            self.batcher.leave(member)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             self._emit(self.scorer.end_all(reason))
@@ -147,7 +147,7 @@ class StreamWorker:
         finally:
             self.queue.close()
 
-    async def _analyse(self, stage: FaceStage, executor: ThreadPoolExecutor) -> None:
+    async def _analyse(self, stage: FaceStage, executor: ThreadPoolExecutor, member: Member) -> None:
         """Frame by frame: detect, track, score. The next frame is detected while the model scores this one.
 
         With one frame in flight per stream the engine would idle while every stream
@@ -169,11 +169,12 @@ class StreamWorker:
                 metrics.FRAMES_ANALYSED.labels(self.stream.name).inc()
                 self._emit(self.scorer.end(ended))
                 if not faces:
+                    self.batcher.sit_out(member)
                     detected = await self._next_detected(stage, executor, None)
                     continue
                 self.faces += len(faces)
                 try:
-                    scoring = self.batcher.submit(np.stack([f.crop for f in faces]), member=True)
+                    scoring = self.batcher.submit(np.stack([f.crop for f in faces]), member=member)
                 except CropsDropped:
                     detected = await self._next_detected(stage, executor, None)
                     continue

@@ -19,23 +19,32 @@ TIMEOUT = 10.0  # generous: every wait below ends on an event long before this
 
 
 class RecordingEngine:
-    """Passes calls to a real engine, recording batch sizes; optionally held at a gate,
-    and failing any batch that holds a crop whose first pixel is `poison`."""
+    """Passes calls to a real engine, recording batch sizes; optionally held at a gate
+    (every batch, or with `hold` those holding a crop whose first pixel is `hold`), and
+    failing any batch that holds a crop whose first pixel is `poison`."""
 
-    def __init__(self, inner: TorchEngine, gated: bool = False, poison: int | None = None):
+    def __init__(
+        self, inner: TorchEngine, gated: bool = False, poison: int | None = None, concurrency: int = 1,
+        hold: int | None = None,
+    ):
         self.inner = inner
         self.meta, self.embed_dim, self.input_size = inner.meta, inner.embed_dim, inner.input_size
+        self.concurrency = concurrency
         self.batch_sizes: list[int] = []
         self.entered = threading.Event()  # set when a call starts
+        self.calls = threading.Semaphore(0)  # released once per call started
         self.gate = threading.Event()
         if not gated:
             self.gate.set()
         self.poison = poison
+        self.hold = hold
 
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.batch_sizes.append(len(crops))
         self.entered.set()
-        if not self.gate.wait(TIMEOUT):
+        self.calls.release()
+        held = self.hold is None or (crops[:, 0, 0, 0] == self.hold).any()
+        if held and not self.gate.wait(TIMEOUT):
             raise TimeoutError("test gate never opened")
         if self.poison is not None and (crops[:, 0, 0, 0] == self.poison).any():
             raise RuntimeError("poisoned batch")
@@ -221,17 +230,136 @@ async def test_a_partial_batch_goes_at_once_when_every_member_stream_has_submitt
     engine = RecordingEngine(torch_engine)
     batcher = await started(engine, max_batch=16, max_wait_ms=5000)  # waiting for company would time out
     try:
-        batcher.join()
-        await asyncio.wait_for(batcher.submit(make_crops(2, 0), member=True), 2.0)  # the only member: no wait
-        batcher.join()
-        first = batcher.submit(make_crops(2, 1), member=True)  # must wait: the other member is still to come
+        one = batcher.join()
+        await asyncio.wait_for(batcher.submit(make_crops(2, 0), member=one), 2.0)  # the only member: no wait
+        two = batcher.join()
+        first = batcher.submit(make_crops(2, 1), member=one)  # must wait: the other member is still to come
         # A negative can only be watched for a while: 0.2 s is ample for a batcher that went early.
         await asyncio.sleep(0.2)
         assert len(engine.batch_sizes) == 1 and not first.done()
-        second = batcher.submit(make_crops(3, 2), member=True)
+        second = batcher.submit(make_crops(3, 2), member=two)
         await asyncio.wait_for(asyncio.gather(first, second), 2.0)
         assert engine.batch_sizes == [2, 5]  # both members' crops in one batch, without the 5 s wait
-        batcher.leave()
-        batcher.leave()
+        batcher.leave(one)
+        batcher.leave(two)
     finally:
+        await batcher.close()
+
+
+async def call_started(engine: RecordingEngine) -> None:
+    assert await asyncio.to_thread(engine.calls.acquire, True, TIMEOUT), "no engine call started"
+
+
+async def test_with_two_workers_what_waits_is_shared_and_computed_at_once(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True, concurrency=2)
+    batcher = await started(engine, max_batch=16, max_wait_ms=0)
+    try:
+        assert batcher.workers == 2
+        crops = make_crops(3, 0)
+        first = batcher.submit(crops)
+        await call_started(engine)
+        await call_started(engine)  # the second call starts while the first is held at the gate
+        assert sorted(engine.batch_sizes) == [1, 2]  # three crops, both workers free: shared out
+        later = batcher.submit(make_crops(2, 1))  # both workers busy: it waits for one
+        engine.gate.set()
+        (p_fake, embedding), _ = await asyncio.wait_for(asyncio.gather(first, later), TIMEOUT)
+        expected_p, expected_e = torch_engine.infer(crops)
+        np.testing.assert_allclose(p_fake, expected_p, atol=1e-5)  # its own rows, in order, across two batches
+        np.testing.assert_allclose(embedding, expected_e, atol=1e-5)
+        assert sum(engine.batch_sizes[2:]) == 2
+    finally:
+        await batcher.close()
+
+
+async def test_with_two_workers_free_at_shares_the_queued_work(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True, concurrency=2)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.call_later(0.2, engine.gate.set)
+        await asyncio.wait_for(batcher.infer(make_crops(2, 0)), TIMEOUT)  # shared out: one crop per worker
+        await call_started(engine)
+        await call_started(engine)
+        per_crop = batcher.seconds_per_crop
+        assert engine.batch_sizes == [1, 1] and per_crop >= 0.1
+        engine.gate.clear()
+        held = [batcher.submit(make_crops(4, 1))]
+        await call_started(engine)
+        await call_started(engine)
+        assert engine.batch_sizes[2:] == [2, 2]  # both workers hold a batch of two
+        before = batcher.free_at()
+        assert before >= loop.time() + per_crop  # most of each held batch is still to come
+        queued = batcher.submit(make_crops(4, 3))
+        assert batcher.free_at() - before == pytest.approx(4 * per_crop / 2, abs=0.01)  # two workers share it
+        engine.gate.set()
+        await asyncio.wait_for(asyncio.gather(*held, queued), TIMEOUT)
+    finally:
+        await batcher.close()
+
+
+async def test_close_with_two_batches_in_flight_fails_both_and_stops_every_worker(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True, concurrency=2)
+    batcher = await started(engine, max_batch=2, max_wait_ms=0)
+    requests = [batcher.submit(make_crops(2, i)) for i in range(3)]
+    await call_started(engine)
+    await call_started(engine)
+    closing = asyncio.create_task(batcher.close())
+    engine.gate.set()  # close() waits for both engine calls to end
+    await asyncio.wait_for(closing, TIMEOUT)
+    for request in requests:
+        with pytest.raises(BatcherClosed):
+            await request
+    assert not any(t.name.startswith("streamguard-infer") for t in threading.enumerate())
+
+
+async def test_with_two_workers_no_stream_laps_one_whose_batch_is_still_computing(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True, hold=7, concurrency=2)  # only the slow stream's batch waits
+    batcher = await started(engine, max_batch=16, max_wait_ms=0)
+    slow, quick = batcher.join(), batcher.join()
+    try:
+        held = batcher.submit(make_crops(1, 0, first_pixel=7), member=slow)  # one crop: one worker
+        await call_started(engine)
+        for seed in (1, 2):  # rounds 1 and 2 of the quick stream: at most one round ahead of slow's
+            await asyncio.wait_for(batcher.submit(make_crops(2, seed), member=quick), TIMEOUT)
+        ahead = batcher.submit(make_crops(2, 3), member=quick)  # round 3: waits for slow's batch
+        # A negative can only be watched for a while: 0.2 s is ample for a batcher that went early.
+        await asyncio.sleep(0.2)
+        assert not ahead.done() and engine.batch_sizes == [1, 2, 2]
+        engine.gate.set()
+        await asyncio.wait_for(asyncio.gather(held, ahead), TIMEOUT)
+        assert sum(engine.batch_sizes[3:]) == 2
+    finally:
+        batcher.leave(slow)
+        batcher.leave(quick)
+        await batcher.close()
+
+
+async def test_a_stream_that_ran_slow_stays_behind_and_one_that_sat_out_comes_back_level(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True, hold=7, concurrency=2)  # batches with pixel 7 wait
+    batcher = await started(engine, max_batch=16, max_wait_ms=0)
+    slow, quick, idle = batcher.join(), batcher.join(), batcher.join()
+    try:
+        first = batcher.submit(make_crops(1, 0, first_pixel=7), member=slow)  # round 1, held
+        await call_started(engine)
+        for seed in (1, 2):  # quick's rounds 1 and 2
+            await asyncio.wait_for(batcher.submit(make_crops(2, seed), member=quick), TIMEOUT)
+        engine.gate.set()
+        await asyncio.wait_for(first, TIMEOUT)
+        engine.gate.clear()
+        while engine.calls.acquire(blocking=False):  # forget the calls so far
+            pass
+        third = batcher.submit(make_crops(1, 3, first_pixel=7), member=quick)  # round 3, held on one worker
+        await call_started(engine)
+        second = batcher.submit(make_crops(1, 4), member=slow)
+        assert slow.requests == 2  # still behind: being slow is not sitting out
+        batcher.sit_out(idle)  # a stream that had no faces until now
+        returning = batcher.submit(make_crops(2, 5), member=idle)
+        assert idle.requests == 2  # level with the lowest open round, not behind everyone
+        done = await asyncio.wait_for(asyncio.gather(second, returning), TIMEOUT)  # neither waits for quick's
+        assert [len(p) for p, _ in done] == [1, 2] and not third.done()
+        engine.gate.set()
+        await asyncio.wait_for(third, TIMEOUT)
+    finally:
+        for member in (slow, quick, idle):
+            batcher.leave(member)
         await batcher.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -18,7 +20,7 @@ from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
 from streamguard.inference import open_engine
 from streamguard.inference.export import export_onnx, sidecar_path
-from streamguard.inference.onnx_engine import OnnxEngine
+from streamguard.inference.onnx_engine import OnnxEngine, threads_per_call
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model import save_checkpoint, untrained_model
 
@@ -63,6 +65,30 @@ def test_engine_file_runs_as_is(exported, untrained, crops):
     engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.infer(crops)
+
+
+def test_calls_at_once_share_the_cores_unless_threads_are_given():
+    assert threads_per_call(None, 1, cores=8) == 0  # onnxruntime's default: one per physical core
+    assert threads_per_call(None, 3, cores=8) == 2
+    assert threads_per_call(None, 16, cores=8) == 1
+    assert threads_per_call(4, 2, cores=8) == 4
+
+
+def test_calls_at_once_share_one_session_and_get_their_own_rows(exported, crops):
+    engine = open_engine(ModelConfig(engine=exported, parallel_calls=2), img_size=SIZE)
+    assert (engine.concurrency, engine.threads) == (2, max(1, len(os.sched_getaffinity(0)) // 2))
+    alone = [engine.infer(crops[i : i + 2]) for i in range(0, 6, 2)]
+    with ThreadPoolExecutor(3) as pool:  # three calls at once, as the batcher's workers make them
+        together = list(pool.map(engine.infer, [crops[i : i + 2] for i in range(0, 6, 2)] * 4))
+    for i, (p_fake, embedding) in enumerate(together):
+        np.testing.assert_allclose(p_fake, alone[i % 3][0], atol=1e-6)
+        np.testing.assert_allclose(embedding, alone[i % 3][1], atol=1e-6)
+
+
+def test_parallel_calls_is_refused_where_calls_run_one_at_a_time(trained_checkpoint):
+    with pytest.raises(ConfigError, match="model.parallel_calls is for onnxruntime engines; torch fp32 runs one call"):
+        open_engine(ModelConfig(engine=trained_checkpoint, parallel_calls=2), img_size=SIZE)
+    assert open_engine(ModelConfig(engine=trained_checkpoint, parallel_calls=1), img_size=SIZE).concurrency == 1
 
 
 def test_auto_runs_trained_weights_as_cached_int8(trained_checkpoint, tmp_path, crops):

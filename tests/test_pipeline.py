@@ -109,7 +109,7 @@ class HeldEngine:
     def __init__(self, inner: TorchEngine):
         self.inner = inner
         self.meta, self.embed_dim, self.input_size = inner.meta, inner.embed_dim, inner.input_size
-        self.precision = inner.precision
+        self.precision, self.concurrency = inner.precision, inner.concurrency
         self.calls = 0
         self.entered = threading.Event()
         self.gate = threading.Event()

@@ -5,8 +5,11 @@ stream has only a few faces per frame, so crops from all streams are pooled: a b
 goes to the engine as soon as `max_batch` crops are waiting, or `max_wait_ms` after
 the oldest waiting crop arrived, whichever comes first. A request larger than the
 room left in a batch is split across batches; its caller still gets its own rows
-back, in order. The engine runs in one dedicated worker thread so the event loop
-keeps decoding and detecting while the model computes.
+back, in order. The engine runs in dedicated worker threads so the event loop
+keeps decoding and detecting while the model computes: one, or `engine.concurrency`
+batches at once for an engine that runs independent calls better than one wide one
+(onnxruntime on CPU, one thread per call). With several workers free, what waits is
+shared out evenly so that all of them compute.
 
 Under overload the newest frames matter most (this is live video): when more than
 `queue_size` crops wait, whole requests are failed oldest first with `CropsDropped`.
@@ -36,12 +39,21 @@ class BatcherClosed(Exception):
 
 
 @dataclass(eq=False)
+class Member:
+    """A stream that joined the batcher (`MicroBatcher.join`): one request open at a time."""
+
+    requests: int = 0  # the round its latest request belongs to: one per request, or level on return
+    sat_out: bool = True  # it had nothing to score since its last request (or has made none)
+
+
+@dataclass(eq=False)
 class _Request:
     crops: np.ndarray  # uint8 [n, S, S, 3]
     future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
     arrival: float  # loop time
     p_fake: np.ndarray  # float32 [n], filled as batches finish
     embedding: np.ndarray  # float32 [n, D]
+    round: int | None = None  # its member's request count; None for a caller that did not join
     taken: int = 0  # rows handed to a batch
     scored: int = 0  # rows with results
 
@@ -57,13 +69,21 @@ class _Slice:
     stop: int
 
 
+@dataclass(frozen=True)
+class _Batch:
+    slices: list[_Slice]
+    started: float  # loop time it went to the engine
+    size: int  # crops
+
+
 class MicroBatcher:
     """Pools crops from concurrent callers into engine calls of at most `cfg.max_batch`.
 
-    Lifetime: `await start()` creates the worker thread and the batching task;
-    `await close()` cancels the task, waits for the worker to go idle, shuts it down
-    and fails whatever was still waiting with `BatcherClosed`. The engine is not
-    closed: whoever opened it closes it, after the batcher.
+    Lifetime: `await start()` creates the worker threads and the batching task, which
+    owns one task per batch in flight; `await close()` cancels them, waits for the
+    workers to go idle, shuts them down and fails whatever was still waiting with
+    `BatcherClosed`. The engine is not closed: whoever opened it closes it, after the
+    batcher.
     """
 
     def __init__(self, engine: Engine, cfg: BatcherConfig):
@@ -71,44 +91,53 @@ class MicroBatcher:
         self._cfg = cfg
         self._queue: deque[_Request] = deque()
         self._pending = 0  # crops in `_queue` not yet handed to a batch
-        self._in_flight: list[_Slice] = []  # the batch the engine is computing
+        self._workers = max(1, engine.concurrency)
+        self._running: dict[asyncio.Task[None], _Batch] = {}  # the batches the engine is computing
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._members = 0  # streams that joined: each has at most one request open
         self._open_member_requests = 0  # their requests queued or in flight
-        self._batch_started = 0.0  # loop time the in-flight batch went to the engine
-        self._seconds_per_crop = 0.0  # moving average of the engine's time per crop, for free_at
+        self._seconds_per_crop = 0.0  # moving average of one call's time per crop, for free_at
 
     async def start(self) -> None:
         if self._task is not None or self._closed:
             raise RuntimeError("MicroBatcher can be started once")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamguard-infer")
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="streamguard-infer")
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [n, S, S, 3] -> (p_fake float32 [n], embedding float32 [n, D]) for these rows."""
         return await self.submit(crops)
 
-    def join(self) -> None:
-        """A stream joins: a caller with at most one `submit(..., member=True)` open at a time.
+    def join(self) -> Member:
+        """A stream joins: a caller with at most one `submit(..., member=...)` open at a time.
 
         While every member has a request open nobody else is about to submit, so a
         partial batch goes at once instead of waiting `max_wait_ms` for company (that
         wait was 8% of the engine's time with one stream and batches of two crops).
+        With several workers, a member's request waits while it is more than one round
+        ahead of another member's open request, so that streams in quick batches cannot
+        lap one in a long batch; a member that had nothing to score says so (`sit_out`)
+        and comes back level instead of behind.
         """
         self._members += 1
+        return Member()
 
-    def leave(self) -> None:
+    def sit_out(self, member: Member) -> None:
+        """The member analysed a frame with nothing to score: it does not count as behind."""
+        member.sat_out = True
+
+    def leave(self, member: Member) -> None:
         self._members -= 1
         self._wakeup.set()
 
-    def submit(self, crops: np.ndarray, member: bool = False) -> asyncio.Future[tuple[np.ndarray, np.ndarray]]:
+    def submit(self, crops: np.ndarray, member: Member | None = None) -> asyncio.Future[tuple[np.ndarray, np.ndarray]]:
         """Queue `crops` now; the future resolves as `infer` returns (cancel it to withdraw them).
 
         For a caller that wants `free_at` to count its own crops before it awaits them;
-        `member`: the caller has `join`ed.
+        `member`: what the caller's `join` returned.
         """
         check_crops(crops, self._engine.input_size)
         if self._closed:
@@ -133,7 +162,14 @@ class MicroBatcher:
             p_fake=np.empty(n, np.float32),
             embedding=np.empty((n, self._engine.embed_dim), np.float32),
         )
-        if member:
+        if member is not None:
+            # One that sat out (no faces) is level with the others on return, so that it does
+            # not count as behind and hold them back; one that only ran slow stays behind.
+            member.requests += 1
+            if member.sat_out:
+                member.requests = max(member.requests, min(self._open_rounds(), default=0))
+            member.sat_out = False
+            request.round = member.requests
             self._open_member_requests += 1
             request.future.add_done_callback(self._member_request_done)
         self._queue.append(request)
@@ -144,41 +180,58 @@ class MicroBatcher:
 
     @property
     def seconds_per_crop(self) -> float:
-        """The engine's recent time per crop (a moving average; 0 before the first batch)."""
+        """One engine call's recent time per crop (a moving average; 0 before the first batch)."""
         return self._seconds_per_crop
+
+    @property
+    def workers(self) -> int:
+        """Batches the engine computes at once."""
+        return self._workers
 
     def _member_request_done(self, _: asyncio.Future[tuple[np.ndarray, np.ndarray]]) -> None:
         self._open_member_requests -= 1
+        self._wakeup.set()  # requests held a round back may go now
 
     def free_at(self) -> float:
-        """Loop time by which the engine should have scored every crop queued or in flight now.
+        """Loop time by which the engine should have scored every crop queued now.
 
-        An estimate from the recent seconds per crop; a stream uses it to take and detect
-        its next frame just in time for the engine, neither too early (a stale frame)
-        nor too late (an idle engine). Before the first batch it is simply now.
+        An estimate from the recent seconds per crop, following the batches the workers
+        will take; a stream uses it right after it queued its crops (the newest) to take
+        and detect its next frame just in time for its crops' batch to end, neither too
+        early (a stale frame) nor too late (its next crops miss the batch after). With
+        nothing queued, when the batches in flight end; before the first batch, now.
         """
         now = asyncio.get_running_loop().time()
         per_crop = self.seconds_per_crop
-        busy_until = now
-        if self._in_flight:
-            busy_until = max(now, self._batch_started + per_crop * sum(s.stop - s.start for s in self._in_flight))
-        return busy_until + per_crop * self._pending
+        ends = sorted(max(now, b.started + per_crop * b.size) for b in self._running.values())
+        ends += [now] * (self._workers - len(ends))  # workers free now
+        waiting, last = self._pending, max(ends)
+        while waiting > 0:  # the batches to come, as _take_batch shares what waits among free workers
+            t = ends[0]
+            free = sum(1 for e in ends if e <= t)
+            share = min(self._cfg.max_batch, -(-waiting // free))
+            for i in range(free):
+                n = min(share, waiting)
+                if n == 0:
+                    break
+                waiting -= n
+                ends[i] = last = t + per_crop * n
+            ends.sort()
+        return last
 
     async def close(self) -> None:
         self._closed = True
+        in_flight = [s.request for b in self._running.values() for s in b.slices]
         if self._task is not None:
             self._task.cancel()
-            await asyncio.wait({self._task})  # finished, whether cancelled or not
+            await asyncio.wait({self._task})  # finished, whether cancelled or not; it awaited its batches
         if self._executor is not None:
-            # The single worker runs jobs in order: once this no-op ran, the engine is idle.
-            await asyncio.get_running_loop().run_in_executor(self._executor, _idle)
-            self._executor.shutdown()
+            await asyncio.to_thread(self._executor.shutdown)  # returns once every engine call has ended
             self._executor = None
-        for request in [*self._queue, *(s.request for s in self._in_flight)]:
+        for request in [*self._queue, *in_flight]:
             if not request.future.done():
                 request.future.set_exception(BatcherClosed("micro-batcher closed before these crops were scored"))
         self._queue.clear()
-        self._in_flight = []
         self._pending = 0
         CROP_QUEUE_DEPTH.set(0)
 
@@ -186,23 +239,58 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            await self._wait_for_batch(loop)
-            batch = self._take_batch()
-            if batch:
-                await self._run_batch(loop, batch)
+        try:
+            while True:
+                await self._wait_for_worker()
+                await self._wait_for_batch(loop)
+                batch = self._take_batch()
+                if batch:
+                    task = asyncio.create_task(self._run_batch(loop, batch), name="micro-batch")
+                    self._running[task] = _Batch(batch, loop.time(), sum(s.stop - s.start for s in batch))
+                    task.add_done_callback(self._batch_done)
+        finally:
+            batches = list(self._running)
+            for task in batches:
+                task.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        del self._running[task]
+        self._wakeup.set()  # a worker is free
+
+    async def _wait_for_worker(self) -> None:
+        while len(self._running) >= self._workers:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _open_rounds(self) -> list[int]:
+        """Rounds of the member requests queued or being computed."""
+        requests = [*self._queue, *(s.request for b in self._running.values() for s in b.slices)]
+        return [r.round for r in requests if r.round is not None and not r.future.done()]
+
+    def _ready(self) -> list[_Request]:
+        """Waiting requests a batch may take now, oldest first: with several workers, not
+        those more than one round ahead of the lowest open member request (see `join`)."""
+        rounds = self._open_rounds() if self._workers > 1 else []
+        limit = min(rounds) + 1 if rounds else None
+        return [
+            r for r in self._queue
+            if r.remaining and not r.future.done() and (limit is None or r.round is None or r.round <= limit)
+        ]
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Return once max_batch crops wait, every member has a request open, or the oldest waited max_wait_ms."""
+        """Return once max_batch crops are ready, every member has a request open, or the oldest ready waited max_wait_ms."""
         while True:
             self._discard_finished_head()
-            if self._pending >= self._cfg.max_batch:
+            ready = self._ready()
+            crops = sum(r.remaining for r in ready)
+            if crops >= self._cfg.max_batch:
                 return
-            if self._pending and self._members and self._open_member_requests >= self._members:
+            if crops and self._members and self._open_member_requests >= self._members:
                 return
             timeout = None
-            if self._queue:
-                timeout = self._queue[0].arrival + self._cfg.max_wait_ms / 1000 - loop.time()
+            if ready:
+                timeout = ready[0].arrival + self._cfg.max_wait_ms / 1000 - loop.time()
                 if timeout <= 0:
                     return
             self._wakeup.clear()
@@ -212,37 +300,40 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[_Slice]:
-        """Move up to max_batch waiting crops, oldest first, into a batch."""
+        """Move up to max_batch waiting crops, oldest first, into a batch.
+
+        While other workers are free too, only an even share of what waits, in whole
+        requests where they fit: a request split across batches is scored only when the
+        later one ends, and it ties its stream to both.
+        """
+        free = self._workers - len(self._running)
+        ready = self._ready()
+        room = min(self._cfg.max_batch, -(-sum(r.remaining for r in ready) // free))
         batch: list[_Slice] = []
-        room = self._cfg.max_batch
-        while room:
-            self._discard_finished_head()
-            if not self._queue:
-                break
-            request = self._queue[0]
+        for request in ready:
+            if not room or (free > 1 and batch and request.remaining > room):
+                break  # the rest (whole requests) for another free worker
             n = min(room, request.remaining)
             batch.append(_Slice(request, request.taken, request.taken + n))
             request.taken += n
             self._pending -= n
             room -= n
-            if request.remaining == 0:
-                self._queue.popleft()
+        if batch:
+            self._queue = deque(r for r in self._queue if r.remaining)
         CROP_QUEUE_DEPTH.set(self._pending)
         return batch
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Slice]) -> None:
         crops = np.concatenate([s.request.crops[s.start : s.stop] for s in batch])  # [B, S, S, 3]
-        self._in_flight = batch
-        self._batch_started = loop.time()
         try:
-            p_fake, embedding = await loop.run_in_executor(self._executor, self._timed_infer, crops)
+            p_fake, embedding, seconds = await loop.run_in_executor(self._executor, self._timed_infer, crops)
         except Exception as err:  # the engine failed: only this batch's callers hear of it
             for s in batch:
                 if not s.request.future.done():
                     s.request.future.set_exception(err)
-            self._in_flight = []
             return
-        self._in_flight = []
+        per_crop = seconds / len(crops)
+        self._seconds_per_crop = per_crop if self._seconds_per_crop == 0 else 0.8 * self._seconds_per_crop + 0.2 * per_crop
         row = 0
         for s in batch:
             request, n = s.request, s.stop - s.start
@@ -253,16 +344,14 @@ class MicroBatcher:
             if request.scored == len(request.crops) and not request.future.done():
                 request.future.set_result((request.p_fake, request.embedding))
 
-    def _timed_infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Runs in the worker thread."""
+    def _timed_infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Runs in a worker thread: (p_fake, embedding, seconds the call took)."""
         t0 = time.perf_counter()
-        out = self._engine.infer(crops)
+        p_fake, embedding = self._engine.infer(crops)
         seconds = time.perf_counter() - t0
-        per_crop = seconds / len(crops)
-        self._seconds_per_crop = per_crop if self._seconds_per_crop == 0 else 0.8 * self._seconds_per_crop + 0.2 * per_crop
         INFER_SECONDS.observe(seconds)
         BATCH_SIZE.observe(len(crops))
-        return out
+        return p_fake, embedding, seconds
 
     # --- queue upkeep --------------------------------------------------------------------
 
@@ -281,6 +370,3 @@ class MicroBatcher:
             )
         CROP_QUEUE_DEPTH.set(self._pending)
 
-
-def _idle() -> None:
-    """A no-op job for the worker thread (see MicroBatcher.close)."""

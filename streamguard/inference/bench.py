@@ -188,7 +188,7 @@ def open_candidate(c: Candidate, loaded: LoadedModel, onnx_dir: Path, plan: Path
         if not fp32.is_file():
             export_onnx(loaded, fp32)
         path = fp32 if c.precision == "fp32" else quantize_onnx(fp32, onnx_dir / "int8.onnx")
-        return OnnxEngine(path, threads=threads)
+        return OnnxEngine(path, threads=threads, parallel_calls=1)  # per-call speed; calls at once: bench pipeline
     from streamguard.inference.tensorrt_engine import TensorRTEngine
 
     assert plan is not None

@@ -23,6 +23,7 @@ from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
+    from streamguard.inference.onnx_engine import OnnxEngine
     from streamguard.model.checkpoint import LoadedModel, ModelMeta
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Engine(Protocol):
     meta: ModelMeta
     embed_dim: int
     input_size: int  # crops are input_size x input_size
+    concurrency: int  # infer calls worth running at once: the batcher keeps this many batches in flight
 
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [N, S, S, 3] RGB -> (p_fake float32 [N], embedding float32 [N, D])."""
@@ -92,10 +94,22 @@ def _run_weights(loaded: LoadedModel, cfg: ModelConfig, as_is: bool) -> Engine:
         from streamguard.inference.quantize import cached_int8
 
         path = cached_int8(loaded, cfg.engine_cache)
-        log.info("inference: onnxruntime int8 on CPU (%s)", path)
-        return OnnxEngine(path, threads=cfg.threads)
+        engine = OnnxEngine(path, threads=cfg.threads, parallel_calls=cfg.parallel_calls)
+        log.info("inference: onnxruntime int8 on CPU, %s (%s)", _calls(engine), path)
+        return engine
+    _refuse_parallel_calls(cfg, f"torch {precision}")
     log.info("inference: torch %s on %s%s", precision, device, " with CUDA graphs" if device == "cuda" and cfg.cuda_graphs else "")
     return TorchEngine(loaded, precision=precision, threads=cfg.threads, device=device, cuda_graphs=cfg.cuda_graphs)
+
+
+def _calls(engine: OnnxEngine) -> str:
+    threads = f"{engine.threads} thread(s)" if engine.threads else "onnxruntime's default threads"
+    return f"{engine.concurrency} call(s) at once on {threads} each"
+
+
+def _refuse_parallel_calls(cfg: ModelConfig, backend: str) -> None:
+    if cfg.parallel_calls > 1:
+        raise ConfigError(f"model.parallel_calls is for onnxruntime engines; {backend} runs one call at a time")
 
 
 def _open_torch(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
@@ -119,14 +133,15 @@ def _check_fits(engine: Engine, path: Path, cfg: ModelConfig, img_size: int) -> 
 def _open_onnx(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
     from streamguard.inference.onnx_engine import OnnxEngine
 
-    engine = _check_fits(OnnxEngine(path, threads=cfg.threads), path, cfg, img_size)
-    log.info("inference: onnxruntime %s on CPU (%s)", engine.precision, path)
+    engine = _check_fits(OnnxEngine(path, threads=cfg.threads, parallel_calls=cfg.parallel_calls), path, cfg, img_size)
+    log.info("inference: onnxruntime %s on CPU, %s (%s)", engine.precision, _calls(engine), path)
     return engine
 
 
 def _open_tensorrt(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
     from streamguard.inference.tensorrt_engine import TensorRTEngine
 
+    _refuse_parallel_calls(cfg, "TensorRT")
     engine = _check_fits(TensorRTEngine(path), path, cfg, img_size)
     log.info("inference: TensorRT %s (%s)", engine.precision, path)
     return engine

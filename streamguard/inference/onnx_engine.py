@@ -7,10 +7,20 @@ wrong model never reaches a stream.
 
 Spinning is off: after each batch onnxruntime's worker threads would otherwise
 busy-wait for the next one, taking the cores that face detection needs in between.
+
+`parallel_calls` > 1 runs that many calls at once on one session (its `run` is
+thread-safe), the cores shared among them (`concurrency`: the batcher keeps that
+many batches in flight). One call on all cores synchronises its threads at every
+operator, so when decoding or detection takes a core for a moment the others wait
+too; independent calls lose only the time taken. On 2 cores (ViT-B int8) two
+one-thread calls gave 1.0-1.4x the crops/s of one two-thread call alone, but in the
+whole pipeline, with every stream kept to an even share, fewer than one call: so one
+call is the default (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +70,25 @@ def check_contract(path: Path, session: object) -> tuple[int, int]:
     return int(shape[1]), int(embedding.shape[1])
 
 
+def threads_per_call(threads: int | None, parallel_calls: int, cores: int) -> int:
+    """Unset, calls at once share the cores; one call gets onnxruntime's default (0: one
+    thread per physical core, which hyper-threads would not speed up)."""
+    if threads is not None:
+        return threads
+    return 0 if parallel_calls == 1 else max(1, cores // parallel_calls)
+
+
 class OnnxEngine:
-    def __init__(self, path: Path | str, threads: int | None = None):
+    def __init__(self, path: Path | str, threads: int | None = None, parallel_calls: int = 1):
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"engine not found: {path}")
+        self.concurrency = parallel_calls
+        self.threads = threads = threads_per_call(threads, parallel_calls, len(os.sched_getaffinity(0)))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per physical core
+        options.intra_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         try:

@@ -131,6 +131,8 @@ def plan_buckets(min_batch: int, max_batch: int) -> list[int]:
 
 
 class TensorRTEngine:
+    concurrency = 1  # one execution context and its bound buffers: one call at a time
+
     def __init__(self, path: Path | str):
         path = Path(path)
         if not path.is_file():

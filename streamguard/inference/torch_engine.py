@@ -71,6 +71,8 @@ def graph_bucket(n: int) -> int:
 class TorchEngine:
     """Runs a LoadedModel with torch; never changes the caller's model (CUDA works on a copy)."""
 
+    concurrency = 1  # torch spreads one call over its threads (CUDA: one stream, one graph per bucket)
+
     def __init__(
         self,
         loaded: LoadedModel,
