@@ -24,12 +24,13 @@ def test_rss_growth_compares_the_end_with_minute_two():
 def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():
     assert _variants("ingest.keyframes_only_beyond=1,2") == ("ingest.keyframes_only_beyond", ["1", "2"])
     assert _variants(None) is None
+    assert _variants("model.parallel_calls=1,2") == ("model.parallel_calls", ["1", "2"])  # own engine per variant
     for bad, message in [
         ("ingest.decode_threads", "KEY=V1,V2"),
         ("ingest.decode_threads=1,", "KEY=V1,V2"),
         ("ingest.decode_threads=1,2,1", "each value once"),
-        ("model.precision=int8,fp32", "same engine"),
-        ("crop.size=224,256", "same engine"),
+        ("model.precision=int8,fp32", "same model"),
+        ("crop.size=224,256", "same model"),
     ]:
         with pytest.raises(ConfigError, match=message):
             _variants(bad)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamguard.inference.engine import Engine
 
 RESULTS = Path("benchmarks/results")
 
@@ -21,8 +25,12 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+# How the model runs, not which model: a variant of these gets an engine of its own.
+ENGINE_KEYS = ("model.threads", "model.parallel_calls")
+
+
 def _variants(text: str | None) -> tuple[str, list[str]] | None:
-    """`KEY=V1,V2` -> (KEY, [V1, V2]); the engine is shared, so model and crop settings cannot vary."""
+    """`KEY=V1,V2` -> (KEY, [V1, V2]); the variants share one model, so only how it runs may vary (ENGINE_KEYS)."""
     if text is None:
         return None
     key, sep, joined = text.partition("=")
@@ -31,8 +39,11 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
         raise ConfigError(f"--vary takes KEY=V1,V2,... (e.g. ingest.keyframes_only_beyond=1,2), got {text!r}")
     if len(set(values)) < len(values):
         raise ConfigError(f"--vary {key}: each value once (every case runs once per value), got {joined!r}")
-    if key.split(".")[0] in ("model", "crop"):
-        raise ConfigError(f"--vary {key}: every variant runs on the same engine; run the bench once per {key}")
+    if key.split(".")[0] in ("model", "crop") and key not in ENGINE_KEYS:
+        raise ConfigError(
+            f"--vary {key}: every variant runs the same model (of model. keys only {', '.join(ENGINE_KEYS)} can vary); "
+            f"run the bench once per {key}"
+        )
     return key, values
 
 
@@ -61,12 +72,17 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
         key, values = vary
         variants = {f"{key}={v}": load_config(args.config, overrides | {key: v}) for v in values}
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
+    variant_engines: dict[str, Engine] = {}
     try:
+        if vary is not None and vary[0] in ENGINE_KEYS:
+            for label, variant_cfg in variants.items():
+                variant_engines[label] = open_engine(variant_cfg.model, img_size=variant_cfg.crop.size)
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
                               args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
-                              args.rounds))
+                              args.rounds, variant_engines))
     finally:
-        engine.close()
+        for e in [engine, *variant_engines.values()]:
+            e.close()
     return 0
 
 

@@ -7,8 +7,9 @@ the model is the bottleneck). CPU per stage comes from the kernel's per-thread
 accounting (/proc/self/task/*/stat), grouped by the names the pipeline gives its
 threads: `ingest-*` (decode), `faces-*` (detection, tracking, crops),
 `streamguard-infer*` (the engine) and the event loop (scoring, Redis). Threads
-Python did not start land in `other`: mostly torch's OpenMP pool (the engine's
-other cores) and mediapipe's graph threads.
+Python did not start land in `other`: mediapipe's graph threads, and the engine's
+own pool where it has one (torch's OpenMP threads, onnxruntime's intra-op threads
+when a call runs on more than one).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -135,7 +137,8 @@ def sample_videos(folder: Path, resolutions: list[str], keyframe_every_s: float 
 
 
 def model_only_throughput(engine: Engine, crops: np.ndarray, batch: int, seconds: float = 8.0, parts: int = 4) -> float:
-    """Crops per second of `engine.infer` alone at `batch`, on the pipeline's own crops.
+    """Crops per second of `engine.infer` alone at `batch`, on the pipeline's own crops,
+    with `engine.concurrency` calls at once as the batcher runs them.
 
     The median over `parts` consecutive parts of `seconds`: on the shared machines this
     was built on, a passing slowdown of a few seconds (seen: a quarter off) would
@@ -143,14 +146,21 @@ def model_only_throughput(engine: Engine, crops: np.ndarray, batch: int, seconds
     """
     batch = max(1, min(batch, len(crops)))
     x = crops[np.arange(batch) % len(crops)]
-    engine.infer(x)  # warm-up
-    rates = []
-    for _ in range(parts):
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / parts:
+
+    def crops_until(deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
             engine.infer(x)
             done += batch
-        rates.append(done / (time.perf_counter() - start))
+        return done
+
+    with ThreadPoolExecutor(engine.concurrency) as pool:
+        list(pool.map(lambda _: engine.infer(x), range(engine.concurrency)))  # warm-up
+        rates = []
+        for _ in range(parts):
+            start = time.perf_counter()
+            done = sum(pool.map(crops_until, [start + seconds / parts] * engine.concurrency))
+            rates.append(done / (time.perf_counter() - start))
     return float(np.median(rates))
 
 
@@ -376,10 +386,12 @@ async def run_bench(
     cfg: Config, engine: Engine, streams: list[int], resolutions: list[str],
     seconds: float, warmup: float, out_dir: Path, video_dir: Path, front_end_seconds: float = 20.0,
     variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0, rounds: int = 1,
+    variant_engines: dict[str, Engine] | None = None,
 ) -> list[CaseResult]:
     """Every (resolution, stream count) case, once per variant (config) and round, the
     variants of a case back to back so that they see the same machine (its speed drifts by
-    the minute), the rounds one after another so that a passing slowdown hits one round."""
+    the minute), the rounds one after another so that a passing slowdown hits one round.
+    `variant_engines`: an engine of its own for a variant that changes how the model runs."""
     variants = variants or {"": cfg}
     videos = sample_videos(video_dir, resolutions, keyframe_every_s)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -396,7 +408,8 @@ async def run_bench(
                 for n, (label, case_cfg) in itertools.product(streams, variants.items()):
                     name = " ".join(filter(None, [res, label, f"round {round_ + 1}/{rounds}" if rounds > 1 else ""]))
                     print(f"... {n} stream(s) at {name}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
-                    case = await run_case(case_cfg, engine, rtsp, redis_server.url, n, res, seconds, warmup, label)
+                    case_engine = (variant_engines or {}).get(label, engine)
+                    case = await run_case(case_cfg, case_engine, rtsp, redis_server.url, n, res, seconds, warmup, label)
                     results.append(replace(case, round=round_))
         finally:
             rtsp.stop()
@@ -404,7 +417,8 @@ async def run_bench(
     doc = {
         "benchmark": "pipeline",
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
-        "engine": {"name": engine.meta.name, "backend": type(engine).__name__, "precision": engine.precision},
+        "engine": {"name": engine.meta.name, "backend": type(engine).__name__, "precision": engine.precision,
+                   "concurrency": engine.concurrency, "threads_per_call": getattr(engine, "threads", None)},
         "analysis_fps": cfg.ingest.analysis_fps,
         "detect_every": cfg.detector.detect_every,
         "keyframe_every_s": keyframe_every_s,
