@@ -73,7 +73,11 @@ class _Slice:
 class _Batch:
     slices: list[_Slice]
     started: float  # loop time it went to the engine
-    size: int  # crops
+
+    @property
+    def size(self) -> int:
+        """Crops in the batch."""
+        return sum(s.stop - s.start for s in self.slices)
 
 
 class MicroBatcher:
@@ -242,11 +246,10 @@ class MicroBatcher:
         try:
             while True:
                 await self._wait_for_worker()
-                await self._wait_for_batch(loop)
-                batch = self._take_batch()
+                batch = self._take_batch(await self._wait_for_batch(loop))
                 if batch:
                     task = asyncio.create_task(self._run_batch(loop, batch), name="micro-batch")
-                    self._running[task] = _Batch(batch, loop.time(), sum(s.stop - s.start for s in batch))
+                    self._running[task] = _Batch(batch, loop.time())
                     task.add_done_callback(self._batch_done)
         finally:
             batches = list(self._running)
@@ -278,36 +281,36 @@ class MicroBatcher:
             if r.remaining and not r.future.done() and (limit is None or r.round is None or r.round <= limit)
         ]
 
-    async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Return once max_batch crops are ready, every member has a request open, or the oldest ready waited max_wait_ms."""
+    async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Request]:
+        """The ready requests, once max_batch crops are ready, every member has a request
+        open, or the oldest ready waited max_wait_ms."""
         while True:
             self._discard_finished_head()
             ready = self._ready()
             crops = sum(r.remaining for r in ready)
             if crops >= self._cfg.max_batch:
-                return
+                return ready
             if crops and self._members and self._open_member_requests >= self._members:
-                return
+                return ready
             timeout = None
             if ready:
                 timeout = ready[0].arrival + self._cfg.max_wait_ms / 1000 - loop.time()
                 if timeout <= 0:
-                    return
+                    return ready
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
             except TimeoutError:
-                return
+                return self._ready()
 
-    def _take_batch(self) -> list[_Slice]:
-        """Move up to max_batch waiting crops, oldest first, into a batch.
+    def _take_batch(self, ready: list[_Request]) -> list[_Slice]:
+        """Move up to max_batch of the `ready` crops, oldest first, into a batch.
 
         While other workers are free too, only an even share of what waits, in whole
         requests where they fit: a request split across batches is scored only when the
         later one ends, and it ties its stream to both.
         """
         free = self._workers - len(self._running)
-        ready = self._ready()
         room = min(self._cfg.max_batch, -(-sum(r.remaining for r in ready) // free))
         batch: list[_Slice] = []
         for request in ready:
