@@ -37,8 +37,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Whole-pipeline benchmark (docs/benchmarks.md): 1, 2, 4, 8 live RTSP streams at 720p and
-# 1080p against the engine alone; about 20 minutes on 2 cores. BENCH_ARGS adds options.
+# Whole-pipeline benchmark (docs/benchmarks.md): 1, 2, 4, 8, 16 live RTSP streams at 720p
+# and 1080p against the engine alone; about 25 minutes on 2 cores. BENCH_ARGS adds options.
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/streamguard bench pipeline $(BENCH_ARGS)

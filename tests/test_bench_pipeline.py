@@ -44,21 +44,26 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     try:
         results = await run_bench(cfg, engine, [1], ["720p"], seconds=4.0, warmup=3.0, out_dir=tmp_path,
                                   video_dir=tmp_path / "videos", front_end_seconds=2.0, variants=variants,
-                                  keyframe_every_s=2.0, rounds=2)
+                                  keyframe_every_s=2.0, rounds=2, front_end_streams=(1, 2))
     finally:
         engine.close()
     # each case once per variant, back to back, and the whole again per round
     assert [(r.variant, r.round) for r in results] == [(v, i) for i in range(2) for v in variants]
     case = results[0]
     assert case.streams == 1 and case.crops_per_s > 0 and case.model_only_crops_per_s > 0
+    assert 0 < case.engine_busy <= 1
     assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
     assert case.cpu_cores_by_stage["decode"] > 0 and case.rtsp_server_cores > 0
     assert case.peak_rss_mb > 0 and case.rss_growth is None
     doc = json.loads(next(tmp_path.glob("pipeline-*.json")).read_text())
-    assert doc["front_end"][0]["resolution"] == "720p" and doc["front_end"][0]["cpu_cores"] > 0
+    one, two = doc["front_end"]
+    assert (one["resolution"], one["streams"], two["streams"]) == ("720p", 1, 2)
+    for front in (one, two):  # each stream detected frames, in its own faces-* thread, while ingest decoded
+        assert front["analysed_fps_min"] > 0 and front["cpu_cores"] > 0 and front["rtsp_server_cores"] > 0
+        assert front["cpu_cores_by_stage"]["decode"] > 0 and front["cpu_cores_by_stage"]["faces"] > 0
     assert doc["results"][0]["streams"] == 1 and doc["keyframe_every_s"] == 2.0
     assert (tmp_path / "videos" / "two_faces_720p_k2s.mp4").is_file()
     assert next(tmp_path.glob("pipeline-*.png")).stat().st_size > 0
     out = capsys.readouterr().out
     assert "ratio" in out and "ingest.decode_on_demand=False r2" in out and out.strip().splitlines()[-2].startswith("{")
-    assert out.count("front end (") == 1  # the front end once, not per round
+    assert out.count("front end (") == 2  # once per stream count, not per round

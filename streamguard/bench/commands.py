@@ -79,7 +79,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
                 variant_engines[label] = open_engine(variant_cfg.model, img_size=variant_cfg.crop.size)
         asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
                               args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
-                              args.rounds, variant_engines))
+                              args.rounds, variant_engines, tuple(_ints(args.front_end_streams))))
     finally:
         for e in [engine, *variant_engines.values()]:
             e.close()
@@ -90,12 +90,14 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     from streamguard.cli import _add_pipeline_options
 
     p = bench_sub.add_parser("pipeline", help="N live RTSP streams through the whole pipeline vs the model alone")
-    p.add_argument("--streams", default="1,2,4,8", help="stream counts to run, e.g. 1,2,4,8")
+    p.add_argument("--streams", default="1,2,4,8,16", help="stream counts to run, e.g. 1,2,4,8")
     p.add_argument("--resolutions", default="720p,1080p", help="720p and/or 1080p")
     p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per case (>= 150 adds first/last-minute p99, >= 300 the RSS growth after minute 2)")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
     p.add_argument("--front-end-seconds", type=float, default=20.0,
-                   help="seconds of one stream through decode + detection alone, per resolution (0: skip)")
+                   help="seconds of the front end alone (decode + detection, no model) per resolution and stream count (0: skip)")
+    p.add_argument("--front-end-streams", default="1,4,8,16",
+                   help="stream counts for the front end alone, e.g. 1,4,8: the CPU a host with a fast model needs per stream")
     p.add_argument("--keyframe-every", type=float, default=1.0,
                    help="seconds between keyframes of the generated streams")
     p.add_argument("--vary", metavar="KEY=V1,V2", help="run every case once per value of a config key, back to back "
