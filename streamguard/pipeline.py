@@ -109,6 +109,7 @@ class StreamWorker:
         self.scorer = StreamScorer(stream.name, cfg.scoring_for(stream), model, calibrated_threshold)
         self._scores_due = 0.0
         self._detect_seconds = 0.0  # moving average of one detector run, for the look-ahead
+        self._crops_per_frame = 1  # the latest frame's, for _expect_next_take
         self.error: str | None = None
         self.frames_analysed = 0
         self.faces = 0
@@ -173,6 +174,7 @@ class StreamWorker:
                     detected = await self._next_detected(stage, executor, None)
                     continue
                 self.faces += len(faces)
+                self._crops_per_frame = len(faces)
                 try:
                     scoring = self.batcher.submit(np.stack([f.crop for f in faces]), member=member)
                 except CropsDropped:
@@ -206,16 +208,33 @@ class StreamWorker:
         if ready_by is not None:
             take_at = ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
             self.queue.announce_get(take_at)  # ingest decodes only what this take needs (DemandGate)
-            await asyncio.sleep(max(0.0, take_at - loop.time()))
+            await self.batcher.sleep_until(take_at)  # or until the engine runs dry: the forecast was late
+            if loop.time() < take_at:
+                self.queue.announce_get(loop.time())  # taking it now: ingest must not skip the frames before
         try:
             frame = await self.queue.get()
         except QueueClosed:
             return None
         started = loop.time()
+        self._expect_next_take()
         detections = await loop.run_in_executor(executor, stage.detect, frame)
         if detections is not None:  # the detector ran (not a tracked-only frame)
             self._detect_seconds = 0.8 * self._detect_seconds + 0.2 * (loop.time() - started)
         return frame, detections
+
+    def _expect_next_take(self) -> None:
+        """Right after a take, tell ingest roughly when the next comes (the look-ahead says exactly later).
+
+        The next take waits for this frame's crops, which queue behind all crops queued
+        now; until this frame is submitted and the look-ahead announces its take, ingest
+        would otherwise decode every frame. With forecasts long (a busy or slow engine)
+        that window is long: at start-up 16 x 1080p streams decoded every frame in it,
+        used 0.5-1 core of the two, and slowed the first batches 4-7x.
+        """
+        per_crop = self.batcher.seconds_per_crop
+        if per_crop:  # no forecast before the first batch
+            at = self.batcher.free_at() + per_crop * self._crops_per_frame - self._detect_seconds - LOOKAHEAD_MARGIN_S
+            self.queue.expect_get_after(at)
 
     def _score(self, frame: Frame, faces: list[Face], p_fake: np.ndarray, embeddings: np.ndarray, stage: FaceStage) -> None:
         metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)

@@ -10,6 +10,7 @@ import pytest
 
 from streamguard.config import BatcherConfig
 from streamguard.inference import BatcherClosed, CropsDropped, MicroBatcher
+from streamguard.inference.engine import warm_up
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.metrics import REGISTRY
 from streamguard.model import untrained_model
@@ -222,6 +223,50 @@ async def test_free_at_estimates_when_the_engine_has_scored_everything_queued(to
         assert held >= loop.time() + per_crop  # most of the held batch's 2 crops are still to come
         engine.gate.set()
         await asyncio.wait_for(asyncio.gather(first, queued), TIMEOUT)
+    finally:
+        await batcher.close()
+
+
+async def test_the_first_forecast_comes_from_the_warm_up_and_one_slow_call_does_not_throw_it_off(torch_engine):
+    engine = RecordingEngine(torch_engine)
+    warm_up(engine)
+    engine.gate.clear()  # from now on every batch waits for the test
+    engine.entered.clear()
+    warm = engine.warm_seconds_per_crop
+    assert warm > 0
+    batcher = await started(engine, max_batch=4, max_wait_ms=0)
+    loop = asyncio.get_running_loop()
+    try:
+        first = batcher.submit(make_crops(4, 0))
+        assert await asyncio.to_thread(engine.entered.wait, TIMEOUT)  # in flight, held: no batch timed yet
+        assert batcher.free_at() == pytest.approx(loop.time() + 4 * warm, abs=0.05)  # a forecast from the start
+        loop.call_later(0.5, engine.gate.set)  # this first call is slow (>= 0.5 s for 4 crops)
+        await asyncio.wait_for(first, TIMEOUT)
+        for seed in range(1, 4):  # three more at the engine's own pace
+            await asyncio.wait_for(batcher.infer(make_crops(4, seed)), TIMEOUT)
+        assert batcher.seconds_per_crop < 0.1  # the median of the latest calls: the slow one is outvoted
+    finally:
+        await batcher.close()
+
+
+async def test_sleep_until_ends_when_the_engine_runs_dry_or_at_the_time_given(torch_engine):
+    engine = RecordingEngine(torch_engine, gated=True)
+    batcher = await started(engine, max_batch=4, max_wait_ms=0)
+    loop = asyncio.get_running_loop()
+    try:
+        assert batcher.dry
+        await asyncio.wait_for(batcher.sleep_until(loop.time() + 60), 1)  # nothing to compute: no sleep at all
+        scoring = batcher.submit(make_crops(2, 0))
+        assert not batcher.dry
+        start = loop.time()
+        await asyncio.wait_for(batcher.sleep_until(start + 0.3), TIMEOUT)  # held batch: sleeps to the time given
+        assert loop.time() - start >= 0.29 and not batcher.dry
+        sleeper = asyncio.create_task(batcher.sleep_until(loop.time() + 60))
+        await asyncio.sleep(0)
+        assert not sleeper.done()
+        engine.gate.set()  # the batch ends and nothing else waits: the sleeper wakes long before 60 s
+        await asyncio.wait_for(asyncio.gather(scoring, sleeper), TIMEOUT)
+        assert batcher.dry
     finally:
         await batcher.close()
 

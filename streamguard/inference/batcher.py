@@ -18,6 +18,7 @@ Under overload the newest frames matter most (this is live video): when more tha
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ import numpy as np
 from streamguard.config import BatcherConfig
 from streamguard.inference.engine import Engine, check_crops
 from streamguard.metrics import BATCH_SIZE, CROP_QUEUE_DEPTH, CROPS_DROPPED, INFER_SECONDS
+
+
+RECENT_CALLS = 5  # engine calls the forecast's time per crop is the median of
 
 
 class CropsDropped(Exception):
@@ -103,7 +107,13 @@ class MicroBatcher:
         self._closed = False
         self._members = 0  # streams that joined: each has at most one request open
         self._open_member_requests = 0  # their requests queued or in flight
-        self._seconds_per_crop = 0.0  # moving average of one call's time per crop, for free_at
+        # One call's time per crop, for free_at: the median of the latest calls (one slow call, say while
+        # every stream starts at once, does not throw the forecasts off), from one crop's time at warm-up.
+        warm = float(getattr(engine, "warm_seconds_per_crop", 0.0))
+        self._recent_per_crop: deque[float] = deque([warm] if warm else [], maxlen=RECENT_CALLS)
+        self._seconds_per_crop = warm
+        self._dry = asyncio.Event()  # set while a worker is free and no crop waits (see sleep_until)
+        self._dry.set()
 
     async def start(self) -> None:
         if self._task is not None or self._closed:
@@ -179,8 +189,33 @@ class MicroBatcher:
         self._queue.append(request)
         self._pending += n
         CROP_QUEUE_DEPTH.set(self._pending)
+        self._dry.clear()
         self._wakeup.set()
         return request.future
+
+    async def sleep_until(self, at: float) -> None:
+        """Sleep until loop time `at`, or until the engine runs dry (a worker free, no crop
+        waiting), whichever comes first.
+
+        For a stream that times its next frame by `free_at`, which is a forecast from the
+        recent seconds per crop. After a slow spell it overshoots: at start-up 16 x 1080p
+        streams decoding every frame made the first batches 4-7x slower per crop, the
+        forecasts ran 12-24 s ahead, and the engine sat idle while every stream slept on
+        them (ratio to the model alone 0.40-0.48). Woken when the engine runs dry, a
+        stream whose forecast was late costs one detection's wait, not the rest of the
+        forecast.
+        """
+        timeout = at - asyncio.get_running_loop().time()
+        if timeout > 0 and not self._dry.is_set():
+            try:
+                await asyncio.wait_for(self._dry.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    @property
+    def dry(self) -> bool:
+        """A worker is free and no crop waits: the engine has nothing to compute."""
+        return self._dry.is_set()
 
     @property
     def seconds_per_crop(self) -> float:
@@ -251,6 +286,8 @@ class MicroBatcher:
                     task = asyncio.create_task(self._run_batch(loop, batch), name="micro-batch")
                     self._running[task] = _Batch(batch, loop.time())
                     task.add_done_callback(self._batch_done)
+                    if not self._pending and len(self._running) < self._workers:
+                        self._dry.set()  # another worker is free and has nothing to take
         finally:
             batches = list(self._running)
             for task in batches:
@@ -259,6 +296,9 @@ class MicroBatcher:
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         del self._running[task]
+        self._discard_finished_head()
+        if not self._pending:
+            self._dry.set()
         self._wakeup.set()  # a worker is free
 
     async def _wait_for_worker(self) -> None:
@@ -336,7 +376,8 @@ class MicroBatcher:
                     s.request.future.set_exception(err)
             return
         per_crop = seconds / len(crops)
-        self._seconds_per_crop = per_crop if self._seconds_per_crop == 0 else 0.8 * self._seconds_per_crop + 0.2 * per_crop
+        self._recent_per_crop.append(per_crop)
+        self._seconds_per_crop = statistics.median(self._recent_per_crop)
         row = 0
         for s in batch:
             request, n = s.request, s.stop - s.start

@@ -13,6 +13,7 @@ Every problem with the file is raised here, before any stream starts.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +35,7 @@ class Engine(Protocol):
     embed_dim: int
     input_size: int  # crops are input_size x input_size
     concurrency: int  # infer calls worth running at once: the batcher keeps this many batches in flight
+    # Optional: `warm_seconds_per_crop`, set by `warm_up` (open_engine does), the batcher's first forecast.
 
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [N, S, S, 3] RGB -> (p_fake float32 [N], embedding float32 [N, D])."""
@@ -160,14 +162,16 @@ OPENERS: dict[str, Opener] = {
 
 
 def open_engine(cfg: ModelConfig, img_size: int = 224) -> Engine:
-    """The engine for `cfg.engine` or `cfg.checkpoint` (by extension), or untrained weights without either."""
+    """The engine for `cfg.engine` or `cfg.checkpoint` (by extension), or untrained weights without either,
+    warmed up (`warm_up`)."""
     if cfg.engine is not None and cfg.checkpoint is not None:
         raise ConfigError(f"give model.engine ({cfg.engine}) or model.checkpoint ({cfg.checkpoint}), not both")
     path = cfg.engine if cfg.engine is not None else cfg.checkpoint
     if path is None:
         from streamguard.model.checkpoint import untrained_model
 
-        return _run_weights(untrained_model(cfg.arch or "base", seed=cfg.seed, img_size=img_size), cfg, as_is=False)
+        engine = _run_weights(untrained_model(cfg.arch or "base", seed=cfg.seed, img_size=img_size), cfg, as_is=False)
+        return warm_up(engine)
     suffix = path.suffix.lower()
     opener = OPENERS.get(suffix)
     if opener is None:
@@ -175,4 +179,23 @@ def open_engine(cfg: ModelConfig, img_size: int = 224) -> Engine:
         raise CheckpointError(
             f"{path}: unsupported {kind} type {suffix or '(no extension)'!r}; expected one of {', '.join(OPENERS)}"
         )
-    return opener(path, cfg, img_size)
+    return warm_up(opener(path, cfg, img_size))
+
+
+def warm_up(engine: Engine) -> Engine:
+    """Run one crop twice and keep the second call's time as `engine.warm_seconds_per_crop`.
+
+    Why: the first call allocates (onnxruntime's arenas, cuDNN's choices), and the
+    micro-batcher needs a time per crop to forecast when a stream's crops will be
+    scored (`MicroBatcher.free_at`) before any batch has run. Without one, every stream
+    starting at once decoded every frame until the first batch ended, and 16 x 1080p
+    streams on two cores slowed that batch to 9-17 s (docs/benchmarks.md). An engine
+    built otherwise (tests) has no such attribute; the batcher then starts without a
+    forecast.
+    """
+    crop = np.zeros((1, engine.input_size, engine.input_size, 3), np.uint8)
+    engine.infer(crop)
+    started = time.perf_counter()
+    engine.infer(crop)
+    engine.warm_seconds_per_crop = time.perf_counter() - started  # type: ignore[attr-defined]
+    return engine

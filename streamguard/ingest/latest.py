@@ -104,6 +104,11 @@ class LatestQueue(Generic[T]):
             self.announced_interval = gap if self.announced_interval is None else 0.7 * self.announced_interval + 0.3 * gap
         self.next_get_at = at
 
+    def expect_get_after(self, at: float) -> None:
+        """The consumer will not take its next item before about `at`: an estimate that, unlike
+        `announce_get`, does not count towards its pace (it announces the take itself later)."""
+        self.next_get_at = at
+
     @property
     def pace(self) -> float | None:
         """Seconds between the consumer's gets: announced if it announces them, else as measured; None if unknown."""
