@@ -219,7 +219,7 @@ class MicroBatcher:
 
     @property
     def seconds_per_crop(self) -> float:
-        """One engine call's recent time per crop (a moving average; 0 before the first batch)."""
+        """One engine call's recent time per crop (the median of the latest calls, from the warm-up; 0 without either)."""
         return self._seconds_per_crop
 
     @property
