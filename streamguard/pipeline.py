@@ -206,7 +206,7 @@ class StreamWorker:
         """The newest frame and its detections, taken no earlier than needed to be ready by `ready_by`."""
         loop = asyncio.get_running_loop()
         if ready_by is not None:
-            take_at = ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
+            take_at = self._take_time(ready_by)
             self.queue.announce_get(take_at)  # ingest decodes only what this take needs (DemandGate)
             await self.batcher.sleep_until(take_at)  # or until the engine runs dry: the forecast was late
             if loop.time() < take_at:
@@ -232,9 +232,12 @@ class StreamWorker:
         used 0.5-1 core of the two, and slowed the first batches 4-7x.
         """
         per_crop = self.batcher.seconds_per_crop
-        if per_crop:  # no forecast before the first batch
-            at = self.batcher.free_at() + per_crop * self._crops_per_frame - self._detect_seconds - LOOKAHEAD_MARGIN_S
-            self.queue.expect_get_after(at)
+        if per_crop:  # no forecast without a warm-up or a batch timed
+            self.queue.expect_get_after(self._take_time(self.batcher.free_at() + per_crop * self._crops_per_frame))
+
+    def _take_time(self, ready_by: float) -> float:
+        """When to take the next frame so that its detection ends as the engine is ready for it (`ready_by`)."""
+        return ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
 
     def _score(self, frame: Frame, faces: list[Face], p_fake: np.ndarray, embeddings: np.ndarray, stage: FaceStage) -> None:
         metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)

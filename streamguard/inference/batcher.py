@@ -111,7 +111,6 @@ class MicroBatcher:
         # every stream starts at once, does not throw the forecasts off), from one crop's time at warm-up.
         warm = float(getattr(engine, "warm_seconds_per_crop", 0.0))
         self._recent_per_crop: deque[float] = deque([warm] if warm else [], maxlen=RECENT_CALLS)
-        self._seconds_per_crop = warm
         self._dry = asyncio.Event()  # set while a worker is free and no crop waits (see sleep_until)
         self._dry.set()
 
@@ -220,7 +219,7 @@ class MicroBatcher:
     @property
     def seconds_per_crop(self) -> float:
         """One engine call's recent time per crop (the median of the latest calls, from the warm-up; 0 without either)."""
-        return self._seconds_per_crop
+        return statistics.median(self._recent_per_crop) if self._recent_per_crop else 0.0
 
     @property
     def workers(self) -> int:
@@ -377,7 +376,6 @@ class MicroBatcher:
             return
         per_crop = seconds / len(crops)
         self._recent_per_crop.append(per_crop)
-        self._seconds_per_crop = statistics.median(self._recent_per_crop)
         row = 0
         for s in batch:
             request, n = s.request, s.stop - s.start
