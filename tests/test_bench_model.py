@@ -9,7 +9,14 @@ import pytest
 
 from streamguard.cli import main
 from streamguard.errors import ConfigError
-from streamguard.inference.bench import candidates, flops_per_crop, int8_ceiling, linear_flops_per_crop, speedups
+from streamguard.inference.bench import (
+    candidates,
+    flops_per_crop,
+    int8_ceiling,
+    linear_flops_per_crop,
+    speedups,
+    streams_served,
+)
 from streamguard.model import ARCHS
 
 
@@ -45,6 +52,16 @@ def test_speedups():
     assert speedups(rows, "a", "missing") == {}
 
 
+def test_streams_served_takes_each_engines_best_batch():
+    rows = [{"engine": e, "batch": b, "crops_per_s": r} for e, b, r in
+            [("gpu", 8, 900.0), ("gpu", 64, 2049.0), ("gpu", 128, 1800.0), ("cpu", 1, 9.9)]]
+    assert streams_served(rows, fps=5.0) == {
+        "gpu": {"batch": 64, "crops_per_s": 2049.0, "streams": 409},  # whole streams only: 409.8 -> 409
+        "cpu": {"batch": 1, "crops_per_s": 9.9, "streams": 1},
+    }
+    assert streams_served(rows, fps=5.0, faces=2)["gpu"]["streams"] == 204
+
+
 def test_bench_model_prints_a_table_and_a_json_line(tmp_path, capsys):
     argv = ["bench", "model", "--arch", "tiny", "--img-size", "64", "--batch", "1,2", "--repeats", "1", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -60,5 +77,11 @@ def test_bench_model_prints_a_table_and_a_json_line(tmp_path, capsys):
     assert result["matmul_gflops"]["int8"] > 0 and result["matmul_gflops"]["fp32"] > 0
     assert set(result["int8_ceiling_vs_torch_fp32"]) == {"1", "2"} and min(result["int8_ceiling_vs_torch_fp32"].values()) > 0
     assert any(line.startswith("int8 ceiling vs torch fp32") for line in out)
+    served = result["streams_served"]
+    assert served["analysis_fps"] == 5.0 and set(served["by_engine"]) == {r["engine"] for r in result["results"]}
+    for label, s in served["by_engine"].items():
+        best = max((r for r in result["results"] if r["engine"] == label), key=lambda r: r["crops_per_s"])
+        assert (s["batch"], s["streams"]) == (best["batch"], int(best["crops_per_s"] // 5))
+    assert any(line.startswith("one-face streams at 5 analysed fps") for line in out)
     assert (tmp_path / "bench_model_tiny_cpu.json").is_file() and (tmp_path / "bench_model_tiny_cpu.png").stat().st_size > 0
     assert main(["bench", "model", "--batch", "0"]) == 2

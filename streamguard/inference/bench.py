@@ -16,6 +16,7 @@ goal, that goal needs faster int8 hardware (VNNI), not another recipe.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -234,6 +235,7 @@ class BenchOptions:
     img_size: int = 224
     checkpoint: Path | None = None
     plan: Path | None = None
+    analysis_fps: float = 5.0  # for the streams-served estimate (the config's default)
 
 
 def time_round_robin(engines: dict[Candidate, Engine], crops: np.ndarray, batches: tuple[int, ...], repeats: int) -> dict[tuple[Candidate, int], list[float]]:
@@ -305,6 +307,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "default_engine": default,
         "speedup_vs_torch_fp32": speedups(rows, default, baseline),
         "speedup_vs_torch_fp32_best_calls": speedups(rows, default, baseline, key="best_ms_per_crop"),
+        "streams_served": {"analysis_fps": opts.analysis_fps, "faces_per_stream": 1,
+                           "by_engine": streams_served(rows, opts.analysis_fps)},
         "int8_ceiling_vs_torch_fp32": int8_ceiling(rows, baseline, linear_flops_per_crop(loaded.model.spec, opts.img_size),
                                                    rates["int8"]) if "int8" in rates else {},
         "results": rows,
@@ -321,6 +325,19 @@ def speedups(rows: list[dict[str, Any]], engine: str, baseline: str, key: str = 
     out = {str(b): round(rate[engine, b] / rate[baseline, b], 2) for b in batches}
     best = max(rate[engine, b] for b in batches) / max(rate[baseline, b] for b in batches)
     return out | {"best": round(best, 2)}
+
+
+def streams_served(rows: list[dict[str, Any]], fps: float, faces: int = 1) -> dict[str, dict[str, float]]:
+    """engine -> its best batch, that batch's crops/s and how many streams of `faces` faces
+    analysed at `fps` that rate keeps up with: the model's side of a host's capacity (the
+    CPU side, decoding and detection per stream, is `bench pipeline`'s front-end table)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        best = out.get(r["engine"])
+        if best is None or r["crops_per_s"] > best["crops_per_s"]:
+            out[r["engine"]] = {"batch": r["batch"], "crops_per_s": r["crops_per_s"],
+                                "streams": math.floor(r["crops_per_s"] / (fps * faces))}
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -341,6 +358,11 @@ def table(result: dict[str, Any]) -> str:
             f"default engine ({result['default_engine']}) vs torch fp32, throughput ratio by batch: "
             f"{result['speedup_vs_torch_fp32']} (median calls), {result['speedup_vs_torch_fp32_best_calls']} (best calls)"
         )
+    served = result["streams_served"]
+    lines.append(
+        f"one-face streams at {served['analysis_fps']:g} analysed fps that the model keeps up with (best batch): "
+        + ", ".join(f"{e} {s['streams']} (batch {s['batch']})" for e, s in served["by_engine"].items())
+    )
     if result["int8_ceiling_vs_torch_fp32"]:
         lines.append(
             "int8 ceiling vs torch fp32 (linear layers at the int8 matmul rate, all else free): "

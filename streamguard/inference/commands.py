@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from streamguard.config import IngestConfig
 from streamguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    if not args.analysis_fps > 0:
+        raise ConfigError(f"--analysis-fps must be > 0, got {args.analysis_fps}")
     opts = BenchOptions(
         arch=args.arch,
         device=resolve_device(args.device),
@@ -99,6 +102,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         checkpoint=args.checkpoint,
         plan=args.plan,
+        analysis_fps=args.analysis_fps,
     )
     result = run_bench(opts)
     print(table(result))
@@ -162,6 +166,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", choices=["on", "off", "both"], default="both", help="torch on CUDA (default both)")
     p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: theirs)")
     p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--analysis-fps", type=float, default=IngestConfig().analysis_fps,
+                   help="analysed frames per second per stream, for the streams-served estimate (default: the config's)")
     p.add_argument("--checkpoint", type=Path, help="weights to run (default: untrained, seeded)")
     p.add_argument("--plan", type=Path, help="a TensorRT plan to include (CUDA)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG (default benchmarks/results)")
