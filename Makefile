@@ -7,7 +7,7 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test bench bench-overload bench-soak clean
+.PHONY: setup system-packages demo test bench bench-overload bench-soak gpu-wheels clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -51,5 +51,14 @@ bench-overload: setup
 bench-soak: setup
 	$(BIN)/streamguard bench pipeline --streams 4 --resolutions 720p --seconds 600 --front-end-seconds 0 $(BENCH_ARGS)
 
+# The GPU part runs on a lent GPU machine (benchmarks/gpu.sh): its python3 (3.12) has torch with
+# CUDA but not pydantic, so this fetches those wheels, at this venv's versions, into .whl/.
+GPU_WHEELS := pydantic pydantic_core annotated_types typing_inspection typing_extensions
+gpu-wheels: setup
+	rm -rf .whl
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info .whl
