@@ -77,6 +77,21 @@ class IngestConfig(_Section):
     retry_first_open: bool = Field(
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
     )
+    hwaccel: Literal["none", "cuda", "auto"] = Field(
+        "none",
+        description="Decode on the GPU's video engine (NVDEC): cuda (an error where FFmpeg cannot open a CUDA device), "
+        "auto (the GPU where it can, else the CPU) or none (the CPU)",
+    )
+
+    @field_validator("hwaccel")
+    @classmethod
+    def _cuda_decodes_here(cls, v: str) -> str:
+        if v == "cuda":
+            from streamguard.ingest.hwaccel import cuda_decode_problem  # imports PyAV: only when asked for
+
+            if (problem := cuda_decode_problem()) is not None:
+                raise ValueError(f"cannot decode on the GPU here: {problem}; use 'auto' to fall back to the CPU")
+        return v
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from streamguard.alerts.embedded_redis import free_port
+from streamguard.ingest.hwaccel import cuda_decode_problem
 from tests.harness import EventReader, live_config, live_pipeline
 
 TOKEN = "t0ken-for-tests"
@@ -121,6 +122,8 @@ async def test_token_cors_and_bad_requests(redis_server):
             ("POST", "/streams", {"json": {"name": "a", "url": "x", "ingest": {"analysis_fps": 0}}}, 400,
              "'ingest.analysis_fps': Input should be greater than 0"),
             ("POST", "/streams", {"json": {"name": "a", "url": "x", "ingest": {"queue_size": 4}}}, 400, "other than queue_size"),
+            *([("POST", "/streams", {"json": {"name": "a", "url": "x", "ingest": {"hwaccel": "cuda"}}}, 400,
+                "'ingest.hwaccel': cannot decode on the GPU here")] if cuda_decode_problem() else []),
             ("POST", "/streams", {"json": {"name": "a", "url": "x" * 4000}}, 413, "Maximum request body size 2048"),
             ("DELETE", "/streams/nope", {}, 404, "no stream named nope"),
             ("GET", "/nope", {}, 404, "Not Found"),

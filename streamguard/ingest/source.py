@@ -54,6 +54,7 @@ from streamguard import metrics
 from streamguard.alerts.events import StreamState as State
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
+from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.urls import is_file_url, redact_url
 from streamguard.types import Frame
@@ -415,6 +416,9 @@ class StreamSource(SourceBase):
         on_state: StateCallback | None = None,
     ) -> None:
         super().__init__(stream, cfg, queue, on_state)
+        self._hwaccel = decoder_hwaccel(cfg.hwaccel)
+        # Whether the GPU decodes (ingest.hwaccel): with a GPU, known once opened (NVDEC may lack the codec).
+        self.hw_decoding: bool | None = False if self._hwaccel is None else None
         self._block_when_full = self.is_file and not cfg.realtime
         self._stop = threading.Event()
         self._m_decode_errors = metrics.DECODE_ERRORS.labels(stream.name)
@@ -505,7 +509,9 @@ class StreamSource(SourceBase):
             options["rtsp_transport"] = self.cfg.rtsp_transport
         started = time.monotonic()
         try:
-            container = av.open(self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s))
+            container = av.open(
+                self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s), hwaccel=self._hwaccel
+            )
         except av.FFmpegError as err:
             # An interrupted open surfaces as ExitError or, from the RTSP demuxer, InvalidDataError.
             if isinstance(err, av.error.ExitError) or time.monotonic() - started >= timeout:
@@ -519,6 +525,11 @@ class StreamSource(SourceBase):
         if not container.streams.video:
             container.close()
             raise SourceError(f"stream {name}: no video stream in {where}")
+        if self._hwaccel is not None:
+            codec = container.streams.video[0].codec_context
+            if codec.is_hwaccel != self.hw_decoding:
+                log.info("stream %s: decoding %s on the %s", name, codec.name, "GPU (NVDEC)" if codec.is_hwaccel else "CPU (NVDEC cannot)")
+            self.hw_decoding = codec.is_hwaccel
         return container
 
     def _decode(self, container: av.container.InputContainer) -> tuple[str | None, bool]:

@@ -100,5 +100,5 @@ async def delete_stream(request: web.Request) -> web.Response:
 def _invalid(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
     field = prefix + ".".join(str(p) for p in first["loc"]) or "(body)"
-    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     return f"invalid value for '{field}': {message}"
