@@ -12,9 +12,9 @@ the newest-wins queue. Reported per resolution:
 - latency p50/p99: from the frame's last byte sent to the analysis loop holding it
   as RGB (loopback TCP, demux, decode, RGB, queue hand-off).
 
-    .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080]
+    .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080] [--hwaccel none,cuda]
 
-Prints a table and one JSON line; writes benchmarks/results/ingest.json.
+Prints a table and one JSON line; writes benchmarks/results/ingest.json (or --out).
 """
 
 from __future__ import annotations
@@ -116,12 +116,11 @@ def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue)
     conn.close()
 
 
-async def receive(port: int, seconds: float, analysis_fps: float) -> dict:
+async def receive(port: int, seconds: float, analysis_fps: float, hwaccel: str) -> dict:
     """Run a StreamSource on tcp://127.0.0.1:PORT; what it cost and when each frame arrived."""
     queue: LatestQueue = LatestQueue(1)
-    source = StreamSource(
-        StreamConfig(name="bench", url=f"tcp://127.0.0.1:{port}"), IngestConfig(analysis_fps=analysis_fps), queue
-    )
+    cfg = IngestConfig(analysis_fps=analysis_fps, hwaccel=hwaccel)
+    source = StreamSource(StreamConfig(name="bench", url=f"tcp://127.0.0.1:{port}"), cfg, queue)
     task = asyncio.create_task(source.run())
     got: list[tuple[float, float]] = []  # (stream seconds, unix time the analysis loop held it)
     first = await asyncio.wait_for(queue.get(), 10)
@@ -140,17 +139,17 @@ async def receive(port: int, seconds: float, analysis_fps: float) -> dict:
     await asyncio.gather(task, return_exceptions=True)
     skipped = metrics.REGISTRY.get_sample_value("streamguard_packets_skipped_total", {"stream": "bench"}) or 0
     return {"cpu_share": cpu / wall, "decode_fps": decoded / wall, "got": got, "dropped": source.frames_dropped,
-            "skipped": int(skipped)}
+            "skipped": int(skipped), "hw_decoding": source.hw_decoding}
 
 
-def bench_one(width: int, height: int, seconds: float, analysis_fps: float) -> dict:
+def bench_one(width: int, height: int, seconds: float, analysis_fps: float, hwaccel: str = "none") -> dict:
     clip = make_clip(width, height)
     ctx = mp.get_context("spawn")
     ports, sent_q = ctx.Queue(), ctx.Queue()
     sender = ctx.Process(target=serve_clip, args=(str(clip), seconds, ports, sent_q), daemon=True)
     sender.start()
     try:
-        run = asyncio.run(receive(ports.get(timeout=30), seconds, analysis_fps))
+        run = asyncio.run(receive(ports.get(timeout=30), seconds, analysis_fps, hwaccel))
         sent = sent_q.get(timeout=30)
     finally:
         sender.join(timeout=10)
@@ -159,6 +158,8 @@ def bench_one(width: int, height: int, seconds: float, analysis_fps: float) -> d
     latency = np.array([arrived - sent[round(pts * 1000)] for pts, arrived in run["got"] if round(pts * 1000) in sent]) * 1000
     return {
         "resolution": f"{width}x{height}",
+        "hwaccel": hwaccel,
+        "decoded_on_gpu": run["hw_decoding"],
         "fps": FPS,
         "analysis_fps": analysis_fps,
         "seconds": seconds,
@@ -178,20 +179,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
     parser.add_argument("--analysis-fps", type=float, default=5.0, help="frames sampled per second (the product default)")
     parser.add_argument("--sizes", default="1280x720,1920x1080")
+    parser.add_argument("--hwaccel", default="none", help="ingest.hwaccel values to run side by side, e.g. none,cuda")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    results = [bench_one(w, h, args.seconds, args.analysis_fps) for w, h in tqdm(sizes, desc="streams")]
-    print(f"\n{'resolution':<10} {'cpu (1 core)':>12} {'decode fps':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>6}")
+    cases = [(w, h, mode) for w, h in sizes for mode in args.hwaccel.split(",")]
+    results = [bench_one(w, h, args.seconds, args.analysis_fps, mode) for w, h, mode in tqdm(cases, desc="streams")]
+    print(f"\n{'resolution':<10} {'decoder':>7} {'cpu (1 core)':>12} {'decode fps':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>6}")
     for r in results:
         print(
-            f"{r['resolution']:<10} {r['cpu_share_of_one_core']:>12.1%} {r['decode_fps']:>10.1f} {r['latency_ms_p50']:>7.1f} "
+            f"{r['resolution']:<10} {'GPU' if r['decoded_on_gpu'] else 'CPU':>7} {r['cpu_share_of_one_core']:>12.1%} "
+            f"{r['decode_fps']:>10.1f} {r['latency_ms_p50']:>7.1f} "
             f"{r['latency_ms_p99']:>7.1f} {r['latency_ms_max']:>7.1f} {r['frames_measured']:>6}"
         )
     summary = {"bench": "ingest", "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "av": av.__version__, "results": results}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
 
 
