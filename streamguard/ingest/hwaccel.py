@@ -13,7 +13,7 @@ the CPU elsewhere. A codec NVDEC lacks (or a picture size it refuses) falls back
 the CPU per stream, and `StreamSource.hw_decoding` says which one decodes.
 
 All streams share the device's primary CUDA context (the one torch uses too), not a
-context each: a context costs a few hundred MB of GPU memory.
+context each: every context holds GPU memory of its own, which many streams multiply.
 """
 
 from __future__ import annotations
