@@ -9,8 +9,10 @@ system memory (NV12), so everything after decoding is unchanged.
 `ingest.hwaccel`: `none` decodes on the CPU; `cuda` decodes on the GPU and is a
 configuration error where FFmpeg cannot open a CUDA device (one clear line before any
 stream starts, not a stream that fails later); `auto` uses the GPU where it can and
-the CPU elsewhere. A codec NVDEC lacks (or a picture size it refuses) falls back to
-the CPU per stream, and `StreamSource.hw_decoding` says which one decodes.
+the CPU elsewhere. A codec NVDEC lacks falls back to the CPU per stream, and
+`StreamSource.hw_decoding` says whether the GPU was set up to decode it (a stream
+NVDEC accepts at open but refuses later, e.g. an unsupported profile, falls back to
+the CPU inside FFmpeg without telling).
 
 All streams share the device's primary CUDA context (the one torch uses too), not a
 context each: every context holds GPU memory of its own, which many streams multiply.
