@@ -1,0 +1,33 @@
+"""`benchmarks/gpu.sh`, the GPU part of the benchmark in one command, smoke-run on the CPU
+(DEVICE=cpu, the tiny model) so that the script a lent GPU machine runs keeps working
+between the rare sessions that have one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 = this venv's
+        "OUT": str(tmp_path), "DEVICE": "cpu", "ARCH": "tiny", "BATCHES": "1,2", "REPEATS": "1",
+        "INGEST_SECONDS": "4", "SIZES": "320x240",
+    }
+    run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert " passed" in (tmp_path / "gpu-tests.txt").read_text()
+    model = json.loads((tmp_path / "bench_model_tiny_cpu.json").read_text())
+    assert model["device"] == "cpu" and model["streams_served"]["by_engine"]["onnxruntime int8 cpu"]["streams"] > 0
+    ingest = json.loads((tmp_path / "ingest-cpu.json").read_text())
+    assert [(r["hwaccel"], r["decoded_on_gpu"]) for r in ingest["results"]] == [("none", False), ("auto", False)]
+    assert all(r["decode_fps"] > 20 for r in ingest["results"])  # a 25 fps stream, decoded as it arrives
