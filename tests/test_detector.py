@@ -1,5 +1,6 @@
 from collections.abc import Iterator
 
+import mediapipe as mp
 import numpy as np
 import pytest
 import skimage.data
@@ -7,7 +8,7 @@ import skimage.data
 from streamguard import samples
 from streamguard.config import DetectorConfig
 from streamguard.errors import ConfigError
-from streamguard.faces.detector import SHORT_RANGE_MODEL, FaceDetector
+from streamguard.faces.detector import SHORT_RANGE_MODEL, FaceDetector, _LegacyFullRange
 from streamguard.faces.tracker import iou_matrix
 
 FULL_RANGE_MODEL = SHORT_RANGE_MODEL.with_name("face_detection_full_range_sparse.tflite")
@@ -60,6 +61,22 @@ def test_full_range_finds_both_sample_faces(full_range, t):
     iou = iou_matrix(samples.face_boxes(t), _boxes(detections))
     assert (iou.max(axis=1) >= 0.5).all()
     assert all(d.score >= 0.6 for d in detections)
+
+
+def test_full_range_detections_are_what_mediapipes_process_gives(astronaut):
+    """`_LegacyFullRange.detections` reaches into mediapipe's solution to skip the namedtuple
+    its `process` builds per call; this pins it to `process` on faces, no faces and two faces."""
+    ours, theirs = _LegacyFullRange(0.3), mp.solutions.face_detection.FaceDetection(
+        min_detection_confidence=0.3, model_selection=1
+    )
+    try:
+        frames = [astronaut, np.zeros((240, 320, 3), np.uint8), *(samples.render_frame(t) for t in (0.0, 3.3, 6.6))]
+        for rgb in frames:
+            assert ours.detections(rgb) == (theirs.process(rgb).detections or [])
+        assert [len(ours.detections(rgb)) for rgb in frames] == [1, 0, 2, 2, 2]
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_boxes_are_clipped_to_the_frame(full_range, astronaut):

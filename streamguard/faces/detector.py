@@ -49,23 +49,45 @@ class _Backend(Protocol):
 
 
 class _LegacyFullRange:
-    """`mp.solutions.face_detection` with the full-range graph (model_selection=1)."""
+    """`mp.solutions.face_detection` with the full-range graph (model_selection=1).
+
+    `detections` does what the solution's `process` does minus one thing: `process`
+    builds a new namedtuple class on every call, 0.2-1.3 ms of CPU with the GIL held
+    (about 6% of a detection, and a tenth of the GIL a frame costs a process;
+    docs/benchmarks.md, "The GIL"). It uses the solution's own graph, packets and
+    timestamps, which are private to mediapipe: 0.10.21 is pinned (the last release
+    with BlazeFace inside), and a test checks it against `process` frame by frame."""
 
     def __init__(self, min_confidence: float) -> None:
-        self._graph = mp.solutions.face_detection.FaceDetection(
+        self._solution = mp.solutions.face_detection.FaceDetection(
             min_detection_confidence=min_confidence, model_selection=1
         )
+        ((self._input, self._input_type),) = self._solution._input_stream_type_info.items()  # the one image input
+        self._output_type = self._solution._output_stream_type_info["detections"]
+
+    def detections(self, rgb: np.ndarray) -> list:
+        """The graph's detection protos for one RGB frame, as `process(rgb).detections` gives them."""
+        solution = self._solution
+        solution._graph_outputs.clear()
+        solution._simulated_timestamp += 33333  # as process(): a 30 fps timeline
+        packet = solution._make_packet(self._input_type, rgb).at(solution._simulated_timestamp)
+        solution._graph.add_packet_to_input_stream(stream=self._input, packet=packet)
+        solution._graph.wait_until_idle()
+        out = solution._graph_outputs.get("detections")
+        if out is None:
+            return []
+        return solution._get_packet_content(self._output_type, out) or []  # an empty packet reads as None
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         rows = []
-        for det in self._graph.process(rgb).detections or []:
+        for det in self.detections(rgb):
             b = det.location_data.relative_bounding_box
             rows.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h, det.score[0]))
         return np.array(rows, dtype=np.float32).reshape(-1, 5)
 
     def close(self) -> None:
-        self._graph.close()
+        self._solution.close()
 
 
 class _TasksDetector:
