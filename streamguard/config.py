@@ -40,6 +40,9 @@ class StreamConfig(_Section):
         return v
 
 
+HwaccelMode = Literal["none", "cuda", "auto"]  # ingest.hwaccel (streamguard/ingest/hwaccel.py)
+
+
 class IngestConfig(_Section):
     analysis_fps: float = Field(5.0, gt=0, le=60, description="Frames analysed per second per stream")
     queue_size: int = Field(1, ge=1, le=64, description="Decoded frames buffered per stream; when full the oldest is dropped (newest wins)")
@@ -77,7 +80,7 @@ class IngestConfig(_Section):
     retry_first_open: bool = Field(
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
     )
-    hwaccel: Literal["none", "cuda", "auto"] = Field(
+    hwaccel: HwaccelMode = Field(
         "none",
         description="Decode on the GPU's video engine (NVDEC): cuda (an error where FFmpeg cannot open a CUDA device), "
         "auto (the GPU where it can, else the CPU) or none (the CPU)",

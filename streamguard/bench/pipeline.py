@@ -90,6 +90,11 @@ class FrontEndResult:
     rtsp_server_cores: float = 0.0  # the harness's server, on the same cores
 
 
+def cores_by_stage(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each stage used between two `thread_cpu_seconds` readings `seconds` apart."""
+    return {g: round((after.get(g, 0) - before.get(g, 0)) / seconds, 3) for g in after}
+
+
 def thread_cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by this process's live threads, by stage."""
     names = {t.native_id: t.name for t in threading.enumerate()}
@@ -245,7 +250,7 @@ async def run_case(
         fairness_max_dev=round(max(abs(r - mean_rate) / mean_rate for r in per_stream), 3) if mean_rate else 0.0,
         frames_dropped_per_stream=dropped,
         crops_dropped=int(metrics.CROPS_DROPPED._value.get() - crops_dropped0),
-        cpu_cores_by_stage={g: round((cpu_end.get(g, 0) - cpu_start.get(g, 0)) / seconds, 3) for g in cpu_end},
+        cpu_cores_by_stage=cores_by_stage(cpu_start, cpu_end, seconds),
         rtsp_server_cores=round(server_cores, 3),
         load_factor=round(offered / model_only, 2),
         peak_rss_mb=max(mb for _, mb in rss_timeline),
@@ -319,7 +324,7 @@ async def run_front_end(
             cpu_cores=round(cpu / wall, 3),
             streams=streams,
             analysed_fps_min=round(min(fps), 2),
-            cpu_cores_by_stage={g: round((stages.get(g, 0) - stages0.get(g, 0)) / wall, 3) for g in stages},
+            cpu_cores_by_stage=cores_by_stage(stages0, stages, wall),
             rtsp_server_cores=round((process_cpu_seconds_of(rtsp.pid) - server0) / wall, 3),
         )
     finally:

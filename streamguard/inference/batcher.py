@@ -285,8 +285,7 @@ class MicroBatcher:
                     task = asyncio.create_task(self._run_batch(loop, batch), name="micro-batch")
                     self._running[task] = _Batch(batch, loop.time())
                     task.add_done_callback(self._batch_done)
-                    if not self._pending and len(self._running) < self._workers:
-                        self._dry.set()  # another worker is free and has nothing to take
+                    self._note_if_dry()  # another worker may be free with nothing to take
         finally:
             batches = list(self._running)
             for task in batches:
@@ -296,9 +295,13 @@ class MicroBatcher:
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         del self._running[task]
         self._discard_finished_head()
-        if not self._pending:
-            self._dry.set()
+        self._note_if_dry()
         self._wakeup.set()  # a worker is free
+
+    def _note_if_dry(self) -> None:
+        """Set `dry` when a worker is free and no crop waits (`submit` clears it)."""
+        if not self._pending and len(self._running) < self._workers:
+            self._dry.set()
 
     async def _wait_for_worker(self) -> None:
         while len(self._running) >= self._workers:

@@ -21,12 +21,12 @@ context each: every context holds GPU memory of its own, which many streams mult
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import av
 from av.codec.hwaccel import HWAccel
 
-HwaccelMode = Literal["none", "cuda", "auto"]
+from streamguard.config import HwaccelMode
+
 CUDA_OPTIONS = {"primary_ctx": "1"}  # share the device's primary context
 
 
