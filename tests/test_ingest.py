@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 
 import av
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url, redact_url
-from streamguard.ingest.source import DemandGate, FpsSampler, backoff_delay
+from streamguard.ingest.source import STOP_GRACE_S, DemandGate, FpsSampler, backoff_delay
 from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
@@ -469,6 +470,21 @@ async def test_cancel_stops_a_live_source_promptly(rtsp_server):
     await asyncio.wait_for(queue.get(), 5)
     await stop(task, within=1.0)
     assert task.cancelled() and source.state == "ended"
+
+
+async def test_cancel_returns_even_when_the_decoding_thread_never_stops(monkeypatch, caplog):
+    # A stand-in for FFmpeg ignoring its own timeouts (seen once): _read blocks and never checks the stop flag.
+    source, _, _ = make_source("rtsp://127.0.0.1:1/cam", "stuck", open_timeout_s=0.2, stall_timeout_s=0.3)
+    entered, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(source, "_read", lambda: (entered.set(), release.wait(30)))
+    task = asyncio.create_task(source.run())
+    try:
+        assert await asyncio.to_thread(entered.wait, 5)
+        await stop(task, within=0.3 + STOP_GRACE_S + 0.5)  # the longer timeout plus the grace, not forever
+        assert task.cancelled()
+        assert "stream stuck: the decoding thread is still inside FFmpeg 1.3 s after stop; leaving it behind" in caplog.text
+    finally:
+        release.set()
 
 
 async def test_dropped_rtsp_stream_reconnects_when_the_server_returns(rtsp_server):

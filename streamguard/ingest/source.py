@@ -23,6 +23,10 @@ Lifecycle (`state`): connecting -> live -> (stalled? -> reconnecting -> live)* -
 - Cancelling `run` sets a stop flag that the thread checks between packets; every
   FFmpeg read is bounded by `cfg.stall_timeout_s` and every open by
   `cfg.open_timeout_s`, so the thread stops within that time even when blocked.
+  Should FFmpeg not honour them (seen once, in a full test run: a thread still inside
+  `av_read_frame`, polling a quiet RTSP connection, 20 minutes after stop), `run`
+  returns STOP_GRACE_S after the longer of the two anyway, logs it and leaves the
+  daemon thread behind, so that a stuck stream cannot hang the shutdown.
 
 Hand-off: live sources (and files at `cfg.realtime`) put each sampled frame with
 `LatestQueue.put_nowait`, which drops the oldest when analysis is behind. When the
@@ -72,6 +76,7 @@ PTS_TOLERANCE_S = 1e-3  # timestamps within this of the due time count as due
 BLOCKED_PUT_POLL_S = 0.05  # how often a thread waiting for queue room checks its stop flag
 RATE_WINDOW_S = 1.0  # the input frame rate shown by the API is measured over this long
 READ_WAIT_S = 0.002  # a packet read that took longer waited for the network: we are at the live edge
+STOP_GRACE_S = 1.0  # after the longest FFmpeg timeout, how long a cancelled run still waits for its thread
 
 
 class FpsSampler:
@@ -458,8 +463,13 @@ class StreamSource(SourceBase):
         finally:
             if not done.done():  # cancelled: stop the thread and wait for it to finish
                 self._stop.set()
-                await asyncio.wait([done])
-                if not done.cancelled():
+                bound = max(self.cfg.open_timeout_s, self.cfg.stall_timeout_s) + STOP_GRACE_S
+                await asyncio.wait([done], timeout=bound)
+                if not done.done():  # FFmpeg did not honour its timeout: do not hang the owner's shutdown
+                    log.warning("stream %s: the decoding thread is still inside FFmpeg %g s after stop; leaving it behind",
+                                self.stream.name, bound)
+                    done.cancel()  # what the thread reports later is dropped (see finish)
+                elif not done.cancelled():
                     done.exception()  # mark it retrieved: cancellation wins
 
     # --- the decoding thread -------------------------------------------------
