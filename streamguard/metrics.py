@@ -23,6 +23,11 @@ STREAM_STATE = Enum(
     states=["connecting", "live", "stalled", "reconnecting", "ended", "failed"],
 )
 STALLS = Counter("streamguard_stalls", "Times the stream delivered no frame for ingest.stall_timeout_s", ["stream"], registry=REGISTRY)
+STUCK_READS = Counter(
+    "streamguard_stuck_reads",
+    "FFmpeg calls that outlived twice their timeout: the decoding thread was left behind and the stream reopened",
+    ["stream"], registry=REGISTRY,
+)
 DECODE_ERRORS = Counter("streamguard_decode_errors", "Packets the decoder rejected (corrupt data); skipped", ["stream"], registry=REGISTRY)
 PACKETS_SKIPPED = Counter(
     "streamguard_packets_skipped", "Packets skipped undecoded to catch up with a live source", ["stream"], registry=REGISTRY
@@ -63,7 +68,7 @@ def forget_stream(name: str) -> None:
     """Drop a removed stream's series (every metric labelled by stream), and the queue its depth gauge reads."""
     for metric in (
         FRAMES_DECODED, FRAMES_SAMPLED, FRAMES_DROPPED, FRAMES_ANALYSED, FRAME_QUEUE_DEPTH, RECONNECTS,
-        STREAM_UP, STREAM_STATE, STALLS, DECODE_ERRORS, PACKETS_SKIPPED, PACKETS_UNNEEDED, FACES_DETECTED, ACTIVE_TRACKS, REIDENTIFIED,
+        STREAM_UP, STREAM_STATE, STALLS, STUCK_READS, DECODE_ERRORS, PACKETS_SKIPPED, PACKETS_UNNEEDED, FACES_DETECTED, ACTIVE_TRACKS, REIDENTIFIED,
     ):
         try:
             metric.remove(name)

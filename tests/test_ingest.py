@@ -476,7 +476,7 @@ async def test_cancel_returns_even_when_the_decoding_thread_never_stops(monkeypa
     # A stand-in for FFmpeg ignoring its own timeouts (seen once): _read blocks and never checks the stop flag.
     source, _, _ = make_source("rtsp://127.0.0.1:1/cam", "stuck", open_timeout_s=0.2, stall_timeout_s=0.3)
     entered, release = threading.Event(), threading.Event()
-    monkeypatch.setattr(source, "_read", lambda: (entered.set(), release.wait(30)))
+    monkeypatch.setattr(source, "_read", lambda *_: (entered.set(), release.wait(30)))
     task = asyncio.create_task(source.run())
     try:
         assert await asyncio.to_thread(entered.wait, 5)

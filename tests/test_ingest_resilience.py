@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -99,6 +101,94 @@ async def test_stream_that_stops_sending_is_stalled_and_reconnected(rtsp_server)
     assert ("stalled", "no data for 1 s") in states
     assert proxy.connections == 2 and source.reconnects == 1
     assert metric("streamguard_stalls_total", "freezes") == 1
+
+
+class StuckRead:
+    """Fault injection at the FFmpeg boundary, which cannot be provoked on demand here: the
+    first container's read blocks after `after` packets and ignores its timeout, as one
+    FFmpeg read was once seen to. Every later open is FFmpeg's own."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, after: int = 10) -> None:
+        self.after = after
+        self.entered = threading.Event()  # the read is stuck
+        self.release = threading.Event()  # FFmpeg lets it go
+        self.opens = 0
+        real_open = av.open
+
+        def open_(*args, **kwargs):
+            container = real_open(*args, **kwargs)
+            self.opens += 1
+            return self.Hanging(container, self) if self.opens == 1 else container
+
+        monkeypatch.setattr(av, "open", open_)
+
+    class Hanging:
+        def __init__(self, container, fault: StuckRead) -> None:
+            self._container, self._fault = container, fault
+
+        def __getattr__(self, name: str):
+            return getattr(self._container, name)
+
+        def demux(self, *streams):
+            for i, packet in enumerate(self._container.demux(*streams)):
+                if i == self._fault.after:
+                    self._fault.entered.set()
+                    self._fault.release.wait(60)
+                yield packet
+
+
+def ingest_threads(name: str) -> int:
+    return sum(t.name == f"ingest-{name}" for t in threading.enumerate())
+
+
+async def test_a_read_stuck_inside_ffmpeg_is_left_behind_and_the_stream_reopened(rtsp_server, monkeypatch, caplog):
+    fault = StuckRead(monkeypatch)
+    name = "stuck-read"
+    source, queue, states = make_source(rtsp_server.url("cam1"), name, open_timeout_s=0.5, stall_timeout_s=0.4, **FAST_BACKOFF)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(queue.get(), 5)
+        assert await asyncio.to_thread(fault.entered.wait, 5)
+        stuck_at = time.monotonic()
+        await wait_for_state(states, "stalled", 5)
+        assert time.monotonic() - stuck_at >= 1.0  # twice the longer timeout: FFmpeg's own had its chance
+        assert any(s == "stalled" and re.fullmatch(r"FFmpeg stuck in one call for \d+ s", d) for s, d in states)
+        mark = len(states)
+        await wait_for_state(states, "live", 5, after=mark)
+        live_at = time.time()
+        frame = await asyncio.wait_for(queue.get(), 5)
+        while frame.wall_ts < live_at:  # one from before the read stuck may still wait in the queue
+            frame = await asyncio.wait_for(queue.get(), 5)
+        assert looks_like_sample_at(frame) and fault.opens == 2
+        assert metric("streamguard_stuck_reads_total", name) == 1 and metric("streamguard_stalls_total", name) == 1
+        assert re.search(rf"stream {name}: the decoding thread has been inside FFmpeg for \d+ s, past its 0.5 s timeout; leaving it behind and reopening", caplog.text)
+        assert ingest_threads(name) == 2 and "after stop" not in caplog.text  # reopened at once, without waiting for it
+
+        seen = list(states)
+        fault.release.set()  # FFmpeg lets the old thread go: it ends without a frame or a state
+        deadline = time.monotonic() + 5
+        while ingest_threads(name) > 1:
+            assert time.monotonic() < deadline, "the thread left behind did not end once released"
+            await asyncio.sleep(0.02)
+        frames = await collect(queue, 0.6)
+        assert frames and all(looks_like_sample_at(f) for f in frames)
+        assert states == seen and source.state == "live"
+    finally:
+        fault.release.set()
+        await stop(task)
+    assert [s for s, _ in states] == ["connecting", "live", "stalled", "reconnecting", "live", "ended"]
+
+
+async def test_a_stuck_read_fails_a_source_that_does_not_reconnect(rtsp_server, monkeypatch, caplog):
+    fault = StuckRead(monkeypatch)
+    source, _, states = make_source(rtsp_server.url("cam2"), "stuck-once", reconnect=False, open_timeout_s=0.3, stall_timeout_s=0.3)
+    try:
+        with pytest.raises(SourceError, match=r"^stream stuck-once: lost rtsp://127\.0\.0\.1:\d+/cam2: FFmpeg stuck in one call for \d+ s$"):
+            await asyncio.wait_for(source.run(), 10)
+    finally:
+        fault.release.set()
+    assert [s for s, _ in states] == ["connecting", "live", "failed"] and fault.opens == 1
+    assert "after stop" not in caplog.text  # it failed at once, without waiting for the thread
 
 
 async def test_camera_that_is_down_at_start_is_retried_when_asked(own_rtsp_server):

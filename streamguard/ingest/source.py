@@ -20,13 +20,16 @@ Lifecycle (`state`): connecting -> live -> (stalled? -> reconnecting -> live)* -
   nothing: frames are sampled by timestamp and converted at their own size.
 - A file ends at its end; a live source without reconnect ends when the server
   closes it, and fails (SourceError) on an error.
-- Cancelling `run` sets a stop flag that the thread checks between packets; every
-  FFmpeg read is bounded by `cfg.stall_timeout_s` and every open by
+- Cancelling `run` sets the thread's stop flag, which it checks between packets;
+  every FFmpeg read is bounded by `cfg.stall_timeout_s` and every open by
   `cfg.open_timeout_s`, so the thread stops within that time even when blocked.
-  Should FFmpeg not honour them (seen once, in a full test run: a thread still inside
-  `av_read_frame`, polling a quiet RTSP connection, 20 minutes after stop), `run`
-  returns STOP_GRACE_S after the longer of the two anyway, logs it and leaves the
-  daemon thread behind, so that a stuck stream cannot hang the shutdown.
+- Stuck FFmpeg: once, in a full test run, a thread was still inside `av_read_frame`,
+  polling a quiet RTSP connection, 20 minutes after its read timeout. A thread cannot
+  be killed, so `run` watches when the thread entered its current FFmpeg call
+  (`ReadThread`): past twice the longer timeout it leaves that thread behind (stop
+  flag set, so it ends without a frame or a state once FFmpeg lets it go), counts it
+  (`streamguard_stuck_reads_total`), and a new thread reopens the stream as after a
+  stall. On cancel, `run` likewise returns STOP_GRACE_S after the longer timeout.
 
 Hand-off: live sources (and files at `cfg.realtime`) put each sampled frame with
 `LatestQueue.put_nowait`, which drops the oldest when analysis is behind. When the
@@ -407,6 +410,25 @@ class SourceBase:
         return True
 
 
+class ReadThread:
+    """One decoding thread's controls, shared by the thread and `StreamSource.run`.
+
+    Each thread has its own, so that a thread left behind inside FFmpeg (stuck past
+    its timeout) keeps its stop flag set while a new thread reads the stream: when
+    FFmpeg lets it go, it closes its container and ends without a frame or a state.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.in_ffmpeg_since: float | None = None  # monotonic time it entered its current FFmpeg call
+        self.left_behind = False
+
+    def stuck_for(self, now: float) -> float:
+        """Seconds inside the current FFmpeg call (0 outside one)."""
+        since = self.in_ffmpeg_since
+        return 0.0 if since is None else now - since
+
+
 class StreamSource(SourceBase):
     """One stream FFmpeg opens: open, decode, sample to `cfg.analysis_fps`, put into `queue`.
 
@@ -425,20 +447,44 @@ class StreamSource(SourceBase):
         # Whether the GPU decodes (ingest.hwaccel): with a GPU, known once opened (NVDEC may lack the codec).
         self.hw_decoding: bool | None = False if self._hwaccel is None else None
         self._block_when_full = self.is_file and not cfg.realtime
-        self._stop = threading.Event()
+        self._longest_timeout = max(cfg.open_timeout_s, cfg.stall_timeout_s)
         self._m_decode_errors = metrics.DECODE_ERRORS.labels(stream.name)
         self._m_skipped = metrics.PACKETS_SKIPPED.labels(stream.name)
         self._m_unneeded = metrics.PACKETS_UNNEEDED.labels(stream.name)
+        self._m_stuck = metrics.STUCK_READS.labels(stream.name)
 
     async def run(self) -> None:
         """Decode until the source ends; SourceError if it cannot be opened or fails."""
+        self._loop = asyncio.get_running_loop()
+        resume: str | None = None  # why a new thread takes over from a stuck one
+        while True:
+            reader = ReadThread()
+            done = self._start(reader, resume)
+            try:
+                stuck = await self._watch(reader, done)
+            except asyncio.CancelledError:
+                await self._stop_thread(reader, done)
+                raise
+            if stuck is None:
+                return done.result()  # raises the thread's SourceError
+            self._leave_behind(reader, done)
+            self._m_stuck.inc()
+            resume = f"FFmpeg stuck in one call for {stuck:.0f} s"
+            if not self._retries():
+                self._set_state("failed", resume)
+                verb = "lost" if self._ever_live else "cannot open"
+                raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {resume}")
+            log.error("stream %s: the decoding thread has been inside FFmpeg for %.0f s, past its %g s timeout; "
+                      "leaving it behind and reopening %s in a new one", self.stream.name, stuck, self._longest_timeout, self._where)
+            self._stalled(resume)
+
+    def _start(self, reader: ReadThread, resume: str | None) -> asyncio.Future[None]:
+        """Start `reader`'s thread; a future for its outcome."""
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._stop.clear()
         done: asyncio.Future[None] = loop.create_future()
 
         def finish(error: BaseException | None) -> None:
-            if done.done():
+            if done.done():  # cancelled: nobody waits for this thread any more
                 return
             if error is None:
                 done.set_result(None)
@@ -448,7 +494,7 @@ class StreamSource(SourceBase):
         def target() -> None:
             error: BaseException | None = None
             try:
-                self._read()
+                self._read(reader, resume)
             except BaseException as err:  # handed to run(), which re-raises it
                 error = err
             try:
@@ -456,68 +502,93 @@ class StreamSource(SourceBase):
             except RuntimeError:  # the loop is gone: run() was abandoned
                 pass
 
-        thread = threading.Thread(target=target, name=f"ingest-{self.stream.name}", daemon=True)
-        thread.start()
-        try:
-            await asyncio.shield(done)
-        finally:
-            if not done.done():  # cancelled: stop the thread and wait for it to finish
-                self._stop.set()
-                bound = max(self.cfg.open_timeout_s, self.cfg.stall_timeout_s) + STOP_GRACE_S
-                await asyncio.wait([done], timeout=bound)
-                if not done.done():  # FFmpeg did not honour its timeout: do not hang the owner's shutdown
-                    log.warning("stream %s: the decoding thread is still inside FFmpeg %g s after stop; leaving it behind",
-                                self.stream.name, bound)
-                    done.cancel()  # what the thread reports later is dropped (see finish)
-                elif not done.cancelled():
-                    done.exception()  # mark it retrieved: cancellation wins
+        threading.Thread(target=target, name=f"ingest-{self.stream.name}", daemon=True).start()
+        return done
+
+    async def _watch(self, reader: ReadThread, done: asyncio.Future[None]) -> float | None:
+        """Wait for the thread to end; should one FFmpeg call outlive twice FFmpeg's own
+        timeout (PyAV's interrupt callback, which a thread was once seen to ignore), how
+        long it has been in it. A thread cannot be killed, but it can be left behind."""
+        limit = 2 * self._longest_timeout
+        while not done.done():
+            await asyncio.wait([done], timeout=min(1.0, limit / 4))
+            stuck = reader.stuck_for(time.monotonic())
+            if stuck > limit and not done.done():
+                return stuck
+        return None
+
+    async def _stop_thread(self, reader: ReadThread, done: asyncio.Future[None]) -> None:
+        reader.stop.set()
+        bound = self._longest_timeout + STOP_GRACE_S
+        await asyncio.wait([done], timeout=bound)
+        if not done.done():  # FFmpeg did not honour its timeout: do not hang the owner's shutdown
+            log.warning("stream %s: the decoding thread is still inside FFmpeg %g s after stop; leaving it behind",
+                        self.stream.name, bound)
+            self._leave_behind(reader, done)
+        elif not done.cancelled():
+            done.exception()  # mark it retrieved: cancellation wins
+
+    @staticmethod
+    def _leave_behind(reader: ReadThread, done: asyncio.Future[None]) -> None:
+        """Give up on a thread inside FFmpeg: it ends on its own, unheard, whenever FFmpeg returns."""
+        reader.left_behind = True
+        reader.stop.set()
+        done.cancel()  # what the thread reports later is dropped (see _start)
 
     # --- the decoding thread -------------------------------------------------
 
-    def _read(self) -> None:
-        self._set_state("connecting", self._where)
+    def _read(self, reader: ReadThread, resume: str | None) -> None:
+        """The thread: open (or, after a stuck thread, reopen), decode, reconnect, until the end or stop."""
         try:
-            container = self._first_open()
+            if resume is None:
+                self._set_state("connecting", self._where)
+                container = self._first_open(reader)
+            else:
+                container = self._reconnect(reader, resume)
             while container is not None:
-                error, stalled = self._decode(container)
-                if self._stop.is_set():
+                error, stalled = self._decode(reader, container)
+                if reader.stop.is_set():
                     break
                 reason = self._after_session(error, stalled, "end of stream", "cannot decode", "the source closed the connection")
                 if reason is None:
                     return
                 log.warning("stream %s: lost %s: %s; reconnecting", self.stream.name, self._where, reason)
-                container = self._reconnect(reason)
-            self._set_state("ended", "stopped")
+                container = self._reconnect(reader, reason)
+            if not reader.left_behind:
+                self._set_state("ended", "stopped")
         except SourceError as err:
+            if reader.left_behind:  # its stream is another thread's now
+                return
             self._set_state("failed", str(err))
             raise
 
-    def _first_open(self) -> av.container.InputContainer | None:
+    def _first_open(self, reader: ReadThread) -> av.container.InputContainer | None:
         try:
-            return self._open()
+            return self._open(reader)
         except SourceError as err:
             if not self._retries():
                 raise
             log.warning("%s; retrying", err)
-            return self._reconnect(str(err))
+            return self._reconnect(reader, str(err))
 
-    def _reconnect(self, reason: str) -> av.container.InputContainer | None:
+    def _reconnect(self, reader: ReadThread, reason: str) -> av.container.InputContainer | None:
         """Reopen with back-off until it works; None when stopped."""
-        while True:
-            if self._stop.wait(self._next_delay(reason)):
-                return None
+        while not reader.stop.is_set():
+            if reader.stop.wait(self._next_delay(reason)):
+                break
             try:
-                return self._open()
+                return self._open(reader)
             except SourceError as err:
                 reason = str(err)
+        return None
 
-    def _open(self) -> av.container.InputContainer:
+    def _open(self, reader: ReadThread) -> av.container.InputContainer:
         """Open the source and check it has video; SourceError with one clear line if not."""
         name, where, timeout = self.stream.name, self._where, self.cfg.open_timeout_s
         options = {} if self.is_file else dict(LIVE_OPTIONS)
         if self.stream.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.cfg.rtsp_transport
-        started = time.monotonic()
+        started = reader.in_ffmpeg_since = time.monotonic()
         try:
             container = av.open(
                 self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s), hwaccel=self._hwaccel
@@ -529,6 +600,8 @@ class StreamSource(SourceBase):
             if isinstance(err, av.error.InvalidDataError):
                 raise SourceError(f"stream {name}: {where} is not a video: {err.strerror}") from None
             raise SourceError(f"stream {name}: cannot open {where}: {err.strerror}") from None
+        finally:
+            reader.in_ffmpeg_since = None
         if container.format.name == "tty":  # FFmpeg plays text files (.txt, .nfo) as ANSI art
             container.close()
             raise SourceError(f"stream {name}: {where} is not a video: it is a text file")
@@ -542,7 +615,7 @@ class StreamSource(SourceBase):
             self.hw_decoding = codec.is_hwaccel
         return container
 
-    def _decode(self, container: av.container.InputContainer) -> tuple[str | None, bool]:
+    def _decode(self, reader: ReadThread, container: av.container.InputContainer) -> tuple[str | None, bool]:
         """Decode until the end, a stall or stop: (the error that ended it, whether it was a stall)."""
         video = container.streams.video[0]
         if self.is_file:
@@ -552,7 +625,7 @@ class StreamSource(SourceBase):
             video.codec_context.thread_count = self.cfg.decode_threads
         rate = float(video.average_rate or video.guessed_rate or 25)
         sampler = FpsSampler(self.cfg.analysis_fps)
-        pacer = RealtimePacer(self._stop) if self.is_file and self.cfg.realtime else None
+        pacer = RealtimePacer(reader.stop) if self.is_file and self.cfg.realtime else None
         guard = None if self.is_file else LagGuard(self.cfg.max_lag_s)
         gate = DemandGate(self.cfg.keyframes_only_beyond) if not self.is_file and self.cfg.decode_on_demand else None
         stall = self.cfg.stall_timeout_s
@@ -561,10 +634,11 @@ class StreamSource(SourceBase):
         corrupt = False
         packets = container.demux(video)
         try:
-            while not self._stop.is_set():
-                before = time.monotonic()
+            while not reader.stop.is_set():
+                before = reader.in_ffmpeg_since = time.monotonic()
                 packet = next(packets, None)
-                if packet is None:
+                reader.in_ffmpeg_since = None
+                if packet is None or reader.stop.is_set():  # the end, or stopped (or left behind) while reading
                     break
                 now = time.monotonic()
                 waited = now - before > READ_WAIT_S
@@ -593,7 +667,7 @@ class StreamSource(SourceBase):
                     wall = self._frame_arrived(frame.width, frame.height)
                     if sampler.keep(t):
                         self._sampled()
-                        self._deliver(Frame.decoded(self.stream.name, t, wall, frame))
+                        self._deliver(reader, Frame.decoded(self.stream.name, t, wall, frame))
                 if not self.is_file and now - last_frame > stall:
                     return f"no frame for {stall:g} s", True
         except av.FFmpegError as err:
@@ -601,29 +675,33 @@ class StreamSource(SourceBase):
                 return f"no data for {stall:g} s", True
             return err.strerror, False
         finally:
+            reader.in_ffmpeg_since = time.monotonic()
             container.close()
+            reader.in_ffmpeg_since = None
         return None, False
 
-    def _deliver(self, frame: Frame) -> None:
+    def _deliver(self, reader: ReadThread, frame: Frame) -> None:
         assert self._loop is not None
         loop = self._loop
         if not self._block_when_full:
-            loop.call_soon_threadsafe(self._put_latest_or_stop, frame)
+            loop.call_soon_threadsafe(self._put_latest_or_stop, reader, frame)
             return
         pending = asyncio.run_coroutine_threadsafe(self.queue.put(frame), loop)
-        while not self._stop.is_set():
+        while not reader.stop.is_set():
             try:
                 pending.result(timeout=BLOCKED_PUT_POLL_S)
                 return
             except FutureTimeout:
                 continue
             except QueueClosed:
-                self._stop.set()
+                reader.stop.set()
         pending.cancel()
 
-    def _put_latest_or_stop(self, frame: Frame) -> None:
+    def _put_latest_or_stop(self, reader: ReadThread, frame: Frame) -> None:
+        if reader.stop.is_set():  # left behind (or stopping): its frames are not the stream's any more
+            return
         if not self._put_latest(frame):  # the owner stopped listening
-            self._stop.set()
+            reader.stop.set()
 
 
 def _packet_time(packet: av.Packet) -> float | None:
