@@ -44,13 +44,18 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     try:
         results = await run_bench(cfg, engine, [1], ["720p"], seconds=4.0, warmup=3.0, out_dir=tmp_path,
                                   video_dir=tmp_path / "videos", front_end_seconds=2.0, variants=variants,
-                                  keyframe_every_s=2.0, rounds=2, front_end_streams=(1, 2))
+                                  keyframe_every_s=2.0, rounds=2, front_end_streams=(1, 2),
+                                  model_only_seconds=2.0)
     finally:
         engine.close()
     # each case once per variant, back to back, and the whole again per round
     assert [(r.variant, r.round) for r in results] == [(v, i) for i in range(2) for v in variants]
     case = results[0]
-    assert case.streams == 1 and case.crops_per_s > 0 and case.model_only_crops_per_s > 0
+    assert case.streams == 1 and case.crops_per_s > 0
+    # the engine alone just before and just after the case; the ratio is to their mean
+    before, after = case.model_only_before_crops_per_s, case.model_only_after_crops_per_s
+    assert before > 0 and after > 0 and case.model_only_crops_per_s == pytest.approx((before + after) / 2, abs=0.01)
+    assert case.ratio_to_model == pytest.approx(case.crops_per_s / case.model_only_crops_per_s, abs=0.002)
     assert 0 < case.engine_busy <= 1
     assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
     assert case.cpu_cores_by_stage["decode"] > 0 and case.rtsp_server_cores > 0
@@ -65,5 +70,5 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     assert (tmp_path / "videos" / "two_faces_720p_k2s.mp4").is_file()
     assert next(tmp_path.glob("pipeline-*.png")).stat().st_size > 0
     out = capsys.readouterr().out
-    assert "ratio" in out and "ingest.decode_on_demand=False r2" in out and out.strip().splitlines()[-2].startswith("{")
+    assert "ratio" in out and "drift" in out and "ingest.decode_on_demand=False r2" in out and out.strip().splitlines()[-2].startswith("{")
     assert out.count("front end (") == 2  # once per stream count, not per round

@@ -53,8 +53,10 @@ class CaseResult:
     resolution: str
     seconds: float  # measured (after warm-up)
     crops_per_s: float
-    model_only_crops_per_s: float
+    model_only_crops_per_s: float  # the mean of the engine alone just before and just after the case
     ratio_to_model: float
+    model_only_before_crops_per_s: float  # at the batch the case should form, before it started
+    model_only_after_crops_per_s: float  # at the batch it did form, on its own crops
     mean_batch: float
     engine_busy: float  # share of the measured time the engine was computing (1.0: never waited for crops)
     latency_p50_s: float
@@ -174,14 +176,26 @@ def model_only_throughput(engine: Engine, crops: np.ndarray, batch: int, seconds
     return float(np.median(rates))
 
 
+def stand_in_crops(size: int, n: int = 16) -> np.ndarray:
+    """Noise crops, for timing the engine before a case has crops of its own: a ViT's
+    arithmetic is dense, so its time does not depend on the pixels."""
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
 def _p(values: list[float], q: float) -> float:
     return float(np.quantile(values, q)) if values else float("nan")
 
 
 async def run_case(
     cfg: Config, engine: Engine, rtsp: RtspServer, redis_url: str,
-    streams: int, resolution: str, seconds: float, warmup: float, variant: str = "",
+    streams: int, resolution: str, seconds: float, warmup: float, variant: str = "", model_only_seconds: float = 8.0,
 ) -> CaseResult:
+    """One case: the engine alone, then the pipeline on `streams` live streams, then the
+    engine alone again. The ratio's denominator is the mean of the two, so that a
+    machine whose speed drifts (shared cores) does not tilt it either way."""
+    before = model_only_throughput(
+        engine, stand_in_crops(cfg.crop.size), min(cfg.batcher.max_batch, FACES_PER_FRAME * streams), model_only_seconds
+    )
     names = [f"s{i}" for i in range(streams)]
     case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=rtsp.url(resolution)) for n in names]})
     latencies: list[tuple[float, float, str]] = []  # (time since start, latency, stream)
@@ -229,7 +243,8 @@ async def run_case(
     mean_rate = statistics.mean(per_stream) if per_stream else 0.0
     first = [lt for t, lt, _ in latencies if t < warmup + 60]
     last = [lt for t, lt, _ in latencies if t >= deadline - 60]
-    model_only = model_only_throughput(engine, np.stack(crops), round(mean_batch)) if crops else float("nan")
+    after = model_only_throughput(engine, np.stack(crops), round(mean_batch), model_only_seconds) if crops else float("nan")
+    model_only = (before + after) / 2
     crops_per_s = len(latencies) / seconds
     offered = streams * cfg.ingest.analysis_fps * FACES_PER_FRAME
     return CaseResult(
@@ -239,6 +254,8 @@ async def run_case(
         crops_per_s=round(crops_per_s, 2),
         model_only_crops_per_s=round(model_only, 2),
         ratio_to_model=round(crops_per_s / model_only, 3),
+        model_only_before_crops_per_s=round(before, 2),
+        model_only_after_crops_per_s=round(after, 2),
         mean_batch=round(mean_batch, 2),
         engine_busy=round(infer_s / seconds / engine.concurrency, 3),  # of all its workers
         latency_p50_s=round(_p(lat, 0.5), 3),
@@ -356,6 +373,12 @@ def _hist(h) -> tuple[float, float]:
     return sum_, count
 
 
+def model_drift(r: CaseResult) -> float:
+    """How much faster the engine alone ran after the case than before it (negative: slower).
+    Beyond a few percent the machine changed speed during the case, and its ratio is rough."""
+    return r.model_only_after_crops_per_s / r.model_only_before_crops_per_s - 1
+
+
 def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> None:
     several_rounds = any(r.round for r in results)
     width = max((len(r.variant) for r in results), default=0) + 3 * several_rounds
@@ -364,7 +387,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         return f"{text:<{max(width, 7)}} " if width else ""
 
     head = variant_column("variant") + (
-        f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'ratio':>6} {'batch':>6} {'busy':>5} {'p50 s':>6} "
+        f"{'N':>3} {'res':>6} {'load':>5} {'crops/s':>8} {'model/s':>8} {'drift':>6} {'ratio':>6} {'batch':>6} {'busy':>5} {'p50 s':>6} "
         f"{'p99 s':>6} {'p99 1st/last min':>16} {'fps/stream':>10} {'fair':>5} {'drop/str':>9} {'decode':>7} "
         f"{'faces':>6} {'engine':>7} {'loop':>6} {'other':>6} {'server':>6} {'RSS MB':>7} {'growth':>6}"
     )
@@ -378,7 +401,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         label = f"{r.variant} r{r.round + 1}" if several_rounds else r.variant
         print(
             variant_column(label) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} "
-            f"{r.model_only_crops_per_s:>8.2f} "
+            f"{r.model_only_crops_per_s:>8.2f} {model_drift(r):>+6.0%} "
             f"{r.ratio_to_model:>6.2f} {r.mean_batch:>6.1f} {r.engine_busy:>5.2f} {r.latency_p50_s:>6.2f} {r.latency_p99_s:>6.2f} "
             f"{minutes:>16} {fps:>10} {r.fairness_max_dev:>5.2f} {max(r.frames_dropped_per_stream):>9} "
             f"{cpu.get('decode', 0):>7.3f} {cpu.get('faces', 0):>6.3f} {cpu.get('engine', 0):>7.3f} "
@@ -427,6 +450,7 @@ async def run_bench(
     seconds: float, warmup: float, out_dir: Path, video_dir: Path, front_end_seconds: float = 20.0,
     variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0, rounds: int = 1,
     variant_engines: dict[str, Engine] | None = None, front_end_streams: tuple[int, ...] = (1,),
+    model_only_seconds: float = 8.0,
 ) -> list[CaseResult]:
     """Every (resolution, stream count) case, once per variant (config) and round, the
     variants of a case back to back so that they see the same machine (its speed drifts by
@@ -450,7 +474,9 @@ async def run_bench(
                     name = " ".join(filter(None, [res, label, f"round {round_ + 1}/{rounds}" if rounds > 1 else ""]))
                     print(f"... {n} stream(s) at {name}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
                     case_engine = (variant_engines or {}).get(label, engine)
-                    case = await run_case(case_cfg, case_engine, rtsp, redis_server.url, n, res, seconds, warmup, label)
+                    case = await run_case(
+                        case_cfg, case_engine, rtsp, redis_server.url, n, res, seconds, warmup, label, model_only_seconds
+                    )
                     results.append(replace(case, round=round_))
         finally:
             rtsp.stop()
