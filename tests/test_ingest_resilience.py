@@ -152,7 +152,7 @@ async def test_a_read_stuck_inside_ffmpeg_is_left_behind_and_the_stream_reopened
         stuck_at = time.monotonic()
         await wait_for_state(states, "stalled", 5)
         assert time.monotonic() - stuck_at >= 1.0  # twice the longer timeout: FFmpeg's own had its chance
-        assert any(s == "stalled" and re.fullmatch(r"FFmpeg stuck in one call for \d+ s", d) for s, d in states)
+        assert any(s == "stalled" and re.fullmatch(r"FFmpeg stuck in one read for \d+ s", d) for s, d in states)
         mark = len(states)
         await wait_for_state(states, "live", 5, after=mark)
         live_at = time.time()
@@ -161,7 +161,7 @@ async def test_a_read_stuck_inside_ffmpeg_is_left_behind_and_the_stream_reopened
             frame = await asyncio.wait_for(queue.get(), 5)
         assert looks_like_sample_at(frame) and fault.opens == 2
         assert metric("streamguard_stuck_reads_total", name) == 1 and metric("streamguard_stalls_total", name) == 1
-        assert re.search(rf"stream {name}: the decoding thread has been inside FFmpeg for \d+ s, past its 0.5 s timeout; leaving it behind and reopening", caplog.text)
+        assert re.search(rf"stream {name}: the decoding thread has been inside one FFmpeg read for \d+ s, past its 0.5 s timeout; leaving it behind and reopening", caplog.text)
         assert ingest_threads(name) == 2 and "after stop" not in caplog.text  # reopened at once, without waiting for it
 
         seen = list(states)
@@ -183,12 +183,36 @@ async def test_a_stuck_read_fails_a_source_that_does_not_reconnect(rtsp_server, 
     fault = StuckRead(monkeypatch)
     source, _, states = make_source(rtsp_server.url("cam2"), "stuck-once", reconnect=False, open_timeout_s=0.3, stall_timeout_s=0.3)
     try:
-        with pytest.raises(SourceError, match=r"^stream stuck-once: lost rtsp://127\.0\.0\.1:\d+/cam2: FFmpeg stuck in one call for \d+ s$"):
+        with pytest.raises(SourceError, match=r"^stream stuck-once: lost rtsp://127\.0\.0\.1:\d+/cam2: FFmpeg stuck in one read for \d+ s$"):
             await asyncio.wait_for(source.run(), 10)
     finally:
         fault.release.set()
     assert [s for s, _ in states] == ["connecting", "live", "failed"] and fault.opens == 1
     assert "after stop" not in caplog.text  # it failed at once, without waiting for the thread
+
+
+async def test_an_open_stuck_inside_ffmpeg_is_left_behind_and_retried_when_asked(rtsp_server, monkeypatch):
+    # Fault injection as above: the first av.open never returns within its timeout; the next is FFmpeg's own.
+    release, opens, real_open = threading.Event(), [], av.open
+
+    def open_(*args, **kwargs):
+        opens.append(time.monotonic())
+        if len(opens) == 1:
+            release.wait(60)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_)
+    source, queue, states = make_source(rtsp_server.url("cam2"), "stuck-open", retry_first_open=True,
+                                        open_timeout_s=0.3, stall_timeout_s=0.3, **FAST_BACKOFF)
+    task = asyncio.create_task(source.run())
+    try:
+        assert looks_like_sample_at(await asyncio.wait_for(queue.get(), 10))
+        assert len(opens) == 2 and opens[1] - opens[0] >= 0.6  # twice the longer timeout
+        assert any(s == "stalled" and re.fullmatch(r"FFmpeg stuck in one open for \d+ s", d) for s, d in states)
+    finally:
+        release.set()
+        await stop(task)
+    assert [s for s, _ in states] == ["connecting", "stalled", "reconnecting", "live", "ended"]
 
 
 async def test_camera_that_is_down_at_start_is_retried_when_asked(own_rtsp_server):

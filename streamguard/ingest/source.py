@@ -420,13 +420,22 @@ class ReadThread:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.in_ffmpeg_since: float | None = None  # monotonic time it entered its current FFmpeg call
+        self.in_ffmpeg: tuple[str, float] | None = None  # the FFmpeg call it is in, and since when (monotonic)
         self.left_behind = False
 
-    def stuck_for(self, now: float) -> float:
-        """Seconds inside the current FFmpeg call (0 outside one)."""
-        since = self.in_ffmpeg_since
-        return 0.0 if since is None else now - since
+    def entering(self, call: str) -> float:
+        """Note that the thread enters FFmpeg (`call`: open, read, close); the time."""
+        now = time.monotonic()
+        self.in_ffmpeg = (call, now)
+        return now
+
+    def left(self) -> None:
+        self.in_ffmpeg = None
+
+    def stuck(self, now: float) -> tuple[str, float]:
+        """The FFmpeg call the thread is in and for how long ("", 0 outside one)."""
+        inside = self.in_ffmpeg
+        return ("", 0.0) if inside is None else (inside[0], now - inside[1])
 
 
 class StreamSource(SourceBase):
@@ -469,13 +478,15 @@ class StreamSource(SourceBase):
                 return done.result()  # raises the thread's SourceError
             self._leave_behind(reader, done)
             self._m_stuck.inc()
-            resume = f"FFmpeg stuck in one call for {stuck:.0f} s"
+            call, seconds = stuck
+            resume = f"FFmpeg stuck in one {call} for {seconds:.0f} s"
             if not self._retries():
                 self._set_state("failed", resume)
                 verb = "lost" if self._ever_live else "cannot open"
                 raise SourceError(f"stream {self.stream.name}: {verb} {self._where}: {resume}")
-            log.error("stream %s: the decoding thread has been inside FFmpeg for %.0f s, past its %g s timeout; "
-                      "leaving it behind and reopening %s in a new one", self.stream.name, stuck, self._longest_timeout, self._where)
+            log.error("stream %s: the decoding thread has been inside one FFmpeg %s for %.0f s, past its %g s timeout; "
+                      "leaving it behind and reopening %s in a new one", self.stream.name, call, seconds, self._longest_timeout,
+                      self._where)
             self._stalled(resume)
 
     def _start(self, reader: ReadThread, resume: str | None) -> asyncio.Future[None]:
@@ -505,16 +516,16 @@ class StreamSource(SourceBase):
         threading.Thread(target=target, name=f"ingest-{self.stream.name}", daemon=True).start()
         return done
 
-    async def _watch(self, reader: ReadThread, done: asyncio.Future[None]) -> float | None:
+    async def _watch(self, reader: ReadThread, done: asyncio.Future[None]) -> tuple[str, float] | None:
         """Wait for the thread to end; should one FFmpeg call outlive twice FFmpeg's own
-        timeout (PyAV's interrupt callback, which a thread was once seen to ignore), how
-        long it has been in it. A thread cannot be killed, but it can be left behind."""
+        timeout (PyAV's interrupt callback, which a thread was once seen to ignore), that
+        call and how long it has lasted. A thread cannot be killed, but it can be left behind."""
         limit = 2 * self._longest_timeout
         while not done.done():
             await asyncio.wait([done], timeout=min(1.0, limit / 4))
-            stuck = reader.stuck_for(time.monotonic())
-            if stuck > limit and not done.done():
-                return stuck
+            call, seconds = reader.stuck(time.monotonic())
+            if seconds > limit and not done.done():
+                return call, seconds
         return None
 
     async def _stop_thread(self, reader: ReadThread, done: asyncio.Future[None]) -> None:
@@ -588,7 +599,7 @@ class StreamSource(SourceBase):
         options = {} if self.is_file else dict(LIVE_OPTIONS)
         if self.stream.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.cfg.rtsp_transport
-        started = reader.in_ffmpeg_since = time.monotonic()
+        started = reader.entering("open")
         try:
             container = av.open(
                 self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s), hwaccel=self._hwaccel
@@ -601,7 +612,7 @@ class StreamSource(SourceBase):
                 raise SourceError(f"stream {name}: {where} is not a video: {err.strerror}") from None
             raise SourceError(f"stream {name}: cannot open {where}: {err.strerror}") from None
         finally:
-            reader.in_ffmpeg_since = None
+            reader.left()
         if container.format.name == "tty":  # FFmpeg plays text files (.txt, .nfo) as ANSI art
             container.close()
             raise SourceError(f"stream {name}: {where} is not a video: it is a text file")
@@ -635,9 +646,9 @@ class StreamSource(SourceBase):
         packets = container.demux(video)
         try:
             while not reader.stop.is_set():
-                before = reader.in_ffmpeg_since = time.monotonic()
+                before = reader.entering("read")
                 packet = next(packets, None)
-                reader.in_ffmpeg_since = None
+                reader.left()
                 if packet is None or reader.stop.is_set():  # the end, or stopped (or left behind) while reading
                     break
                 now = time.monotonic()
@@ -675,9 +686,9 @@ class StreamSource(SourceBase):
                 return f"no data for {stall:g} s", True
             return err.strerror, False
         finally:
-            reader.in_ffmpeg_since = time.monotonic()
+            reader.entering("close")
             container.close()
-            reader.in_ffmpeg_since = None
+            reader.left()
         return None, False
 
     def _deliver(self, reader: ReadThread, frame: Frame) -> None:
