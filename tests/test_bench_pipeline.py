@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from streamguard.bench.commands import _variants
-from streamguard.bench.pipeline import rss_growth, run_bench, steady_ratio
+from streamguard.bench.pipeline import latency_timeline, rss_growth, run_bench, steady_ratio
 from streamguard.config import build_config
 from streamguard.errors import ConfigError
 from streamguard.inference.torch_engine import TorchEngine
@@ -20,6 +20,17 @@ def test_rss_growth_compares_the_end_with_minute_two():
     timeline = [(float(t), 100.0 + (5.0 if t >= 300 else 0.0)) for t in range(0, 601, 10)]
     assert rss_growth(timeline) == pytest.approx(1.05)
     assert rss_growth(timeline[:20]) is None  # under 5 minutes: no soak figure
+
+
+def test_latency_timeline_gives_rate_and_percentiles_per_window():
+    samples = [(t / 4, 1.0 if t < 80 else 3.0) for t in range(120)]  # 4 crops/s over 30 s; slower in the last 10 s
+    rows = latency_timeline(samples, 30.0)
+    assert [r[0] for r in rows] == [0.0, 10.0, 20.0]
+    assert [r[1] for r in rows] == [4.0, 4.0, 4.0]
+    assert [r[3] for r in rows] == [1.0, 1.0, 3.0]
+    # a last window of at least half the length counts over its own length; a shorter one is left out
+    assert [r[:2] for r in latency_timeline(samples[:100], 25.0)] == [(0.0, 4.0), (10.0, 4.0), (20.0, 4.0)]
+    assert [r[0] for r in latency_timeline(samples[:56], 14.0)] == [0.0]
 
 
 def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():

@@ -45,6 +45,7 @@ RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
 FACES_PER_FRAME = 2  # in the generated sample
 THREAD_GROUPS = (("ingest-", "decode"), ("faces-", "faces"), ("streamguard-infer", "engine"), ("MainThread", "loop"))
 TICKS = os.sysconf("SC_CLK_TCK")
+LATENCY_WINDOW_S = 10.0
 STEADY_DRIFT = 0.10  # a case across which the engine alone sped up or slowed down by more has a rough ratio
 
 
@@ -77,6 +78,9 @@ class CaseResult:
     variant: str = ""  # `--vary KEY=VALUE` this case ran with ("" without --vary)
     round: int = 0  # which pass over all cases (`--rounds`)
     rss_mb_timeline: list[tuple[float, float]] = field(default_factory=list)
+    # per LATENCY_WINDOW_S of the measured time: (start s, crops/s, p50 s, p99 s). Latency that rises while
+    # crops/s holds is a queue growing; latency that rises as crops/s falls is the machine slowing down.
+    latency_timeline: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -275,7 +279,19 @@ async def run_case(
         rss_growth=rss_growth(rss_timeline),
         variant=variant,
         rss_mb_timeline=rss_timeline,
+        latency_timeline=latency_timeline([(t - warmup, lt) for t, lt, _ in latencies], seconds),
     )
+
+
+def latency_timeline(samples: list[tuple[float, float]], seconds: float) -> list[tuple[float, float, float, float]]:
+    """(time into the measured part, latency) pairs -> per LATENCY_WINDOW_S: (start, crops/s, p50, p99)."""
+    rows = []
+    for i in range(int((seconds + LATENCY_WINDOW_S / 2) // LATENCY_WINDOW_S)):  # a last window under half is left out
+        start = i * LATENCY_WINDOW_S
+        window = [lt for t, lt in samples if start <= t < start + LATENCY_WINDOW_S]
+        span = min(LATENCY_WINDOW_S, seconds - start)
+        rows.append((float(start), round(len(window) / span, 2), round(_p(window, 0.5), 3), round(_p(window, 0.99), 3)))
+    return rows
 
 
 def rss_growth(timeline: list[tuple[float, float]]) -> float | None:
@@ -455,6 +471,29 @@ def plot(results: list[CaseResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    long = [r for r in results if r.seconds >= 150]
+    if long:  # overload and soak runs: does latency grow with time?
+        plot_timelines(long, path.with_name(path.stem + "-timeline.png"))
+
+
+def plot_timelines(results: list[CaseResult], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for r in results:
+        name = " ".join(filter(None, [f"{r.streams} x {r.resolution}", r.variant]))
+        t = [row[0] + LATENCY_WINDOW_S / 2 for row in r.latency_timeline]
+        ax1.plot(t, [row[3] for row in r.latency_timeline], "o-", ms=3, label=f"p99 {name}")
+        ax1.plot(t, [row[2] for row in r.latency_timeline], "x--", ms=3, label=f"p50 {name}")
+        ax2.plot(t, [row[1] for row in r.latency_timeline], "o-", ms=3, label=name)
+    ax1.set(ylabel="frame arrival to score (s)", title=f"Latency and throughput per {LATENCY_WINDOW_S:g} s")
+    ax2.set(xlabel="seconds into the measured part", ylabel="analysed crops / s")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 async def run_bench(
@@ -515,7 +554,7 @@ async def run_bench(
               f"(drift within {STEADY_DRIFT:.0%}; others in brackets): median {steady['median']:.2f}, "
               f"{steady['min']:.2f}-{steady['max']:.2f}")
     print(json.dumps({k: v for k, v in doc.items() if k != "results"} | {
-        "results": [{k: v for k, v in asdict(r).items() if k != "rss_mb_timeline"} for r in results]
+        "results": [{k: v for k, v in asdict(r).items() if k not in ("rss_mb_timeline", "latency_timeline")} for r in results]
     }))
     print(f"wrote {out_dir}/pipeline-{stamp}.json and .png")
     return results
