@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from streamguard.bench.commands import _variants
-from streamguard.bench.pipeline import latency_timeline, rss_growth, run_bench, steady_ratio
+from streamguard.bench.pipeline import latency_timeline, plot, rss_growth, run_bench, steady_ratio
 from streamguard.config import build_config
 from streamguard.errors import ConfigError
 from streamguard.inference.torch_engine import TorchEngine
@@ -73,6 +73,10 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     rough = replace(case, model_only_before_crops_per_s=10.0, model_only_after_crops_per_s=13.0, ratio_to_model=0.6)
     assert steady_ratio([steady, rough, steady]) == {"cases": 2, "of": 3, "median": 0.9, "min": 0.9, "max": 0.9}
     assert steady_ratio([rough]) is None
+    # a long case (overload, soak) also gets its latency and throughput over time plotted
+    long = replace(case, seconds=180.0, latency_timeline=[(0.0, 4.0, 1.0, 1.5), (10.0, 4.2, 1.1, 1.6)])
+    plot([long], tmp_path / "long.png")
+    assert (tmp_path / "long-timeline.png").stat().st_size > 0
     assert 0 < case.engine_busy <= 1
     assert 0 < case.latency_p50_s <= case.latency_p99_s < 5
     assert case.cpu_cores_by_stage["decode"] > 0 and case.rtsp_server_cores > 0

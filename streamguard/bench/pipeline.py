@@ -465,12 +465,7 @@ def plot(results: list[CaseResult], path: Path) -> None:
         ax2.plot(ns, median("latency_p50_s"), "x--", label=f"p50 {name}")
     ax1.set(xlabel="streams", ylabel="analysed crops / s", title="Throughput")
     ax2.set(xlabel="streams", ylabel="frame arrival to score (s)", title="Latency")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     long = [r for r in results if r.seconds >= 150]
     if long:  # overload and soak runs: does latency grow with time?
         plot_timelines(long, path.with_name(path.stem + "-timeline.png"))
@@ -488,7 +483,13 @@ def plot_timelines(results: list[CaseResult], path: Path) -> None:
         ax2.plot(t, [row[1] for row in r.latency_timeline], "o-", ms=3, label=name)
     ax1.set(ylabel="frame arrival to score (s)", title=f"Latency and throughput per {LATENCY_WINDOW_S:g} s")
     ax2.set(xlabel="seconds into the measured part", ylabel="analysed crops / s")
-    for ax in (ax1, ax2):
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
