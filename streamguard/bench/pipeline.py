@@ -396,10 +396,15 @@ def model_drift(r: CaseResult) -> float:
     return r.model_only_after_crops_per_s / r.model_only_before_crops_per_s - 1
 
 
+def is_steady(r: CaseResult) -> bool:
+    """Whether the machine held its speed across the case (drift within STEADY_DRIFT)."""
+    return abs(model_drift(r)) <= STEADY_DRIFT
+
+
 def steady_ratio(results: list[CaseResult]) -> dict[str, float] | None:
-    """The ratio to the engine alone over the cases where the machine held its speed
-    (drift within STEADY_DRIFT): what the throughput goal is judged on. None if none did."""
-    ratios = [r.ratio_to_model for r in results if abs(model_drift(r)) <= STEADY_DRIFT]
+    """The ratio to the engine alone over the steady cases (`is_steady`): what the
+    throughput goal is judged on. None if none was."""
+    ratios = [r.ratio_to_model for r in results if is_steady(r)]
     if not ratios:
         return None
     return {"cases": len(ratios), "of": len(results), "median": statistics.median(ratios),
@@ -426,7 +431,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         growth = "-" if r.rss_growth is None else f"{r.rss_growth:.3f}"
         cpu = r.cpu_cores_by_stage
         label = f"{r.variant} r{r.round + 1}" if several_rounds else r.variant
-        ratio = f"{r.ratio_to_model:.2f}" if abs(model_drift(r)) <= STEADY_DRIFT else f"({r.ratio_to_model:.2f})"
+        ratio = f"{r.ratio_to_model:.2f}" if is_steady(r) else f"({r.ratio_to_model:.2f})"
         print(
             variant_column(label) + f"{r.streams:>3} {r.resolution:>6} {r.load_factor:>5.1f} {r.crops_per_s:>8.2f} "
             f"{r.model_only_crops_per_s:>8.2f} {model_drift(r):>+6.0%} "
