@@ -5,14 +5,18 @@ no B-frames, like a camera) in real time as FLV over TCP (RTMP's container: ever
 frame is a length-prefixed tag, so no format adds a frame of look-ahead); it records
 when each frame's last byte left. A StreamSource opens tcp://127.0.0.1:PORT like any
 URL, with the product's settings, and an analysis loop that only takes frames from
-the newest-wins queue. Reported per resolution:
+the newest-wins queue. `--streams N` runs N such pairs at once (N senders, N sources in
+this one process), to see what many streams cost together: decode threads, the GIL,
+NVDEC sessions. Reported per resolution, decoder and N:
 
 - cpu_share: CPU seconds of this process (demux, decode, sampling, RGB conversion,
-  hand-off) per wall second, as a share of one core;
+  hand-off) per wall second, as a share of one core, in all and per stream;
+- analysed fps per stream (lowest, highest): whether every stream got its rate;
 - latency p50/p99: from the frame's last byte sent to the analysis loop holding it
   as RGB (loopback TCP, demux, decode, RGB, queue hand-off).
 
-    .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080] [--hwaccel none,cuda]
+    .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080] \
+        [--hwaccel none,cuda] [--streams 1,16]
 
 Prints a table and one JSON line; writes benchmarks/results/ingest.json (or --out).
 """
@@ -91,7 +95,8 @@ def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue)
         video = src.streams.video[0]
         packets = [(bytes(p), p.pts, p.is_keyframe) for p in src.demux(video) if p.size]
         with socket.create_server(("127.0.0.1", 0)) as server:
-            ports.put(server.getsockname()[1])
+            port = server.getsockname()[1]
+            ports.put(port)
             conn, _ = server.accept()
         sent: dict[int, float] = {}  # stream ms -> unix time its last byte was sent
         # no_duration_filesize: the FLV trailer must not seek back (a socket cannot)
@@ -112,59 +117,89 @@ def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue)
                 frame += 1
         except (OSError, av.FFmpegError):  # the receiver stopped first
             pass
-    sent_times.put(sent)
+    sent_times.put((port, sent))
     conn.close()
 
 
-async def receive(port: int, seconds: float, analysis_fps: float, hwaccel: str) -> dict:
-    """Run a StreamSource on tcp://127.0.0.1:PORT; what it cost and when each frame arrived."""
-    queue: LatestQueue = LatestQueue(1)
+async def receive(ports: list[int], seconds: float, analysis_fps: float, hwaccel: str) -> dict:
+    """Run one StreamSource per port on tcp://127.0.0.1:PORT, each with its own analysis loop;
+    what they cost together and when each stream's frames arrived."""
     cfg = IngestConfig(analysis_fps=analysis_fps, hwaccel=hwaccel)
-    source = StreamSource(StreamConfig(name="bench", url=f"tcp://127.0.0.1:{port}"), cfg, queue)
-    task = asyncio.create_task(source.run())
-    got: list[tuple[float, float]] = []  # (stream seconds, unix time the analysis loop held it)
-    first = await asyncio.wait_for(queue.get(), 10)
-    got.append((first.pts, time.time()))
-    cpu0, wall0, decoded0 = time.process_time(), time.monotonic(), source.frames_decoded
-    deadline = wall0 + seconds - 1.0
-    while time.monotonic() < deadline:
-        try:
-            frame = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
-        except TimeoutError:
-            break
-        got.append((frame.pts, time.time()))
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    decoded = source.frames_decoded - decoded0
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    skipped = metrics.REGISTRY.get_sample_value("streamguard_packets_skipped_total", {"stream": "bench"}) or 0
-    return {"cpu_share": cpu / wall, "decode_fps": decoded / wall, "got": got, "dropped": source.frames_dropped,
-            "skipped": int(skipped), "hw_decoding": source.hw_decoding}
+    queues: list[LatestQueue] = [LatestQueue(1) for _ in ports]
+    sources = [StreamSource(StreamConfig(name=f"bench{i}", url=f"tcp://127.0.0.1:{port}"), cfg, queue)
+               for i, (port, queue) in enumerate(zip(ports, queues, strict=True))]
+    tasks = [asyncio.create_task(source.run()) for source in sources]
+    got: list[list[tuple[float, float]]] = [[] for _ in ports]  # per stream: (stream seconds, unix time the loop held it)
+    try:
+        for queue, arrivals in zip(queues, got, strict=True):
+            first = await asyncio.wait_for(queue.get(), 30)
+            arrivals.append((first.pts, time.time()))
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        decoded0 = [source.frames_decoded for source in sources]
+        deadline = wall0 + seconds - 1.0
+
+        async def analyse(queue: LatestQueue, arrivals: list[tuple[float, float]]) -> None:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    frame = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    return
+                arrivals.append((frame.pts, time.time()))
+
+        counted = [len(arrivals) for arrivals in got]
+        await asyncio.gather(*(analyse(q, a) for q, a in zip(queues, got, strict=True)))
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    skipped = sum(metrics.REGISTRY.get_sample_value("streamguard_packets_skipped_total", {"stream": s.stream.name}) or 0
+                  for s in sources)
+    return {
+        "cpu_share": cpu / wall,
+        "decode_fps": [(s.frames_decoded - d0) / wall for s, d0 in zip(sources, decoded0, strict=True)],
+        "analysed_fps": [(len(a) - c) / wall for a, c in zip(got, counted, strict=True)],
+        "got": got,
+        "dropped": sum(s.frames_dropped for s in sources),
+        "skipped": int(skipped),
+        "hw_decoding": [s.hw_decoding for s in sources],
+    }
 
 
-def bench_one(width: int, height: int, seconds: float, analysis_fps: float, hwaccel: str = "none") -> dict:
+def bench_one(width: int, height: int, seconds: float, analysis_fps: float, hwaccel: str = "none", streams: int = 1) -> dict:
     clip = make_clip(width, height)
     ctx = mp.get_context("spawn")
     ports, sent_q = ctx.Queue(), ctx.Queue()
-    sender = ctx.Process(target=serve_clip, args=(str(clip), seconds, ports, sent_q), daemon=True)
-    sender.start()
+    senders = [ctx.Process(target=serve_clip, args=(str(clip), seconds, ports, sent_q), daemon=True) for _ in range(streams)]
+    for sender in senders:
+        sender.start()
     try:
-        run = asyncio.run(receive(ports.get(timeout=30), seconds, analysis_fps, hwaccel))
-        sent = sent_q.get(timeout=30)
+        port_list = [ports.get(timeout=60) for _ in senders]
+        run = asyncio.run(receive(port_list, seconds, analysis_fps, hwaccel))
+        sent = dict(sent_q.get(timeout=30) for _ in senders)  # port -> {stream ms: unix time its last byte left}
     finally:
-        sender.join(timeout=10)
-        if sender.is_alive():
-            sender.kill()
-    latency = np.array([arrived - sent[round(pts * 1000)] for pts, arrived in run["got"] if round(pts * 1000) in sent]) * 1000
+        for sender in senders:
+            sender.join(timeout=10)
+            if sender.is_alive():
+                sender.kill()
+    latency = np.array([
+        arrived - sent[port][round(pts * 1000)]
+        for port, arrivals in zip(port_list, run["got"], strict=True) for pts, arrived in arrivals
+        if round(pts * 1000) in sent[port]
+    ]) * 1000
+    analysed = run["analysed_fps"]
     return {
         "resolution": f"{width}x{height}",
         "hwaccel": hwaccel,
-        "decoded_on_gpu": run["hw_decoding"],
+        "streams": streams,
+        "decoded_on_gpu": all(run["hw_decoding"]),
         "fps": FPS,
         "analysis_fps": analysis_fps,
         "seconds": seconds,
         "cpu_share_of_one_core": round(run["cpu_share"], 3),
-        "decode_fps": round(run["decode_fps"], 1),
+        "cpu_per_stream": round(run["cpu_share"] / streams, 4),
+        "decode_fps": round(float(np.mean(run["decode_fps"])), 1),
+        "analysed_fps_per_stream": [round(min(analysed), 2), round(max(analysed), 2)],
         "frames_measured": int(latency.size),
         "latency_ms_p50": round(float(np.percentile(latency, 50)), 1),
         "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
@@ -180,17 +215,22 @@ def main() -> None:
     parser.add_argument("--analysis-fps", type=float, default=5.0, help="frames sampled per second (the product default)")
     parser.add_argument("--sizes", default="1280x720,1920x1080")
     parser.add_argument("--hwaccel", default="none", help="ingest.hwaccel values to run side by side, e.g. none,cuda")
+    parser.add_argument("--streams", default="1", help="streams at once in this process, e.g. 1,16 (each its own sender)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    cases = [(w, h, mode) for w, h in sizes for mode in args.hwaccel.split(",")]
-    results = [bench_one(w, h, args.seconds, args.analysis_fps, mode) for w, h, mode in tqdm(cases, desc="streams")]
-    print(f"\n{'resolution':<10} {'decoder':>7} {'cpu (1 core)':>12} {'decode fps':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>6}")
+    cases = [(w, h, mode, int(n)) for w, h in sizes for n in args.streams.split(",") for mode in args.hwaccel.split(",")]
+    results = [bench_one(w, h, args.seconds, args.analysis_fps, mode, n) for w, h, mode, n in tqdm(cases, desc="cases")]
+    head = (f"{'resolution':<10} {'streams':>7} {'decoder':>7} {'cpu (1 core)':>12} {'per stream':>10} {'decode fps':>10} "
+            f"{'analysed fps':>12} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>6}")
+    print("\n" + head)
     for r in results:
+        low, high = r["analysed_fps_per_stream"]
         print(
-            f"{r['resolution']:<10} {'GPU' if r['decoded_on_gpu'] else 'CPU':>7} {r['cpu_share_of_one_core']:>12.1%} "
-            f"{r['decode_fps']:>10.1f} {r['latency_ms_p50']:>7.1f} "
+            f"{r['resolution']:<10} {r['streams']:>7} {'GPU' if r['decoded_on_gpu'] else 'CPU':>7} "
+            f"{r['cpu_share_of_one_core']:>12.1%} {r['cpu_per_stream']:>10.1%} {r['decode_fps']:>10.1f} "
+            f"{f'{low:.2f}-{high:.2f}':>12} {r['latency_ms_p50']:>7.1f} "
             f"{r['latency_ms_p99']:>7.1f} {r['latency_ms_max']:>7.1f} {r['frames_measured']:>6}"
         )
     summary = {"bench": "ingest", "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
