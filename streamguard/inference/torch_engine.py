@@ -63,6 +63,15 @@ class CropScorer(nn.Module):
         return logits.softmax(dim=-1)[:, self.fake_index], embedding
 
 
+def host_tensor(crops: np.ndarray) -> torch.Tensor:
+    """`crops` as a CPU tensor over the same memory where torch can share it (contiguous and
+    writable), else a copy. At batch 256 the crops are 38.5 MB: a copy costs several ms of
+    one core before the transfer to the GPU even starts."""
+    if crops.flags.c_contiguous and crops.flags.writeable:
+        return torch.from_numpy(crops)
+    return torch.tensor(crops)
+
+
 def graph_bucket(n: int) -> int:
     """The smallest CUDA graph bucket holding `n` crops (1 <= n <= the largest bucket)."""
     return next(b for b in CUDA_GRAPH_BUCKETS if b >= n)
@@ -118,7 +127,7 @@ class TorchEngine:
             if self._graphs is not None:
                 p_fake, embedding = self._replay(crops)
             else:
-                x = torch.tensor(crops).to(self.device)  # [N, S, S, 3] uint8
+                x = host_tensor(crops).to(self.device)  # [N, S, S, 3] uint8
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16):
                     p_fake, embedding = self._scorer(x)
             return p_fake.cpu().numpy(), embedding.cpu().numpy()
@@ -133,7 +142,7 @@ class TorchEngine:
         """Copy each chunk into its bucket's static input, replay the graph, read the first n rows."""
         p_parts, e_parts = [], []
         for start in range(0, len(crops), CUDA_GRAPH_BUCKETS[-1]):
-            chunk = torch.tensor(crops[start : start + CUDA_GRAPH_BUCKETS[-1]])  # [n, S, S, 3] uint8
+            chunk = host_tensor(crops[start : start + CUDA_GRAPH_BUCKETS[-1]])  # [n, S, S, 3] uint8
             n = len(chunk)
             graph, static_in, (static_p, static_e) = self._graph(graph_bucket(n))
             static_in[:n].copy_(chunk)  # rows n.. keep old crops: independent rows, results ignored
