@@ -52,8 +52,8 @@ bench-soak: setup
 	$(BIN)/streamguard bench pipeline --streams 4 --resolutions 720p --seconds 600 --front-end-seconds 0 $(BENCH_ARGS)
 
 # The GPU part runs on a lent GPU machine (benchmarks/gpu.sh): its python3 (3.12) has torch with
-# CUDA but not pydantic or PyAV, so this fetches those wheels, at this venv's versions, into .whl/.
-GPU_WHEELS := pydantic pydantic_core annotated_types typing_inspection typing_extensions av
+# CUDA but not pydantic, PyAV or redis-py (the CLI imports it), so this fetches those wheels, at this venv's versions, into .whl/.
+GPU_WHEELS := pydantic pydantic_core annotated_types typing_inspection typing_extensions av redis
 gpu-wheels: setup
 	rm -rf .whl
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

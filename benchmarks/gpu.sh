@@ -1,31 +1,60 @@
 #!/usr/bin/env bash
 # The GPU part of the whole-pipeline benchmark (docs/benchmarks.md), for a lent GPU machine:
 # torch-CUDA and NVDEC correctness (tests/test_export.py's CUDA cases, tests/test_hwaccel.py),
-# every engine on CUDA (torch fp16/bf16, CUDA graphs on and off) with the one-face 5-fps streams
-# each keeps up with, and the CPU one live stream's ingest costs with NVDEC against without.
+# what handing crops to the GPU costs (bench_transfer.py), every engine on CUDA (torch fp16/bf16,
+# CUDA graphs on and off) with the one-face 5-fps streams each keeps up with, ViT-L's fp16 rate,
+# and the CPU side: one live stream's ingest with NVDEC against without (1080p, 4K), then many
+# 1080p streams at once in one process (the host's decode cores, the GIL, NVDEC sessions), with
+# the GPU's decoder use sampled by nvidia-smi meanwhile.
 #
 # That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib but
-# not pydantic or PyAV: `make gpu-wheels` here fetches what it lacks into .whl/, which the device tool
+# not pydantic, PyAV or redis-py: `make gpu-wheels` here fetches what it lacks into .whl/, which the device tool
 # carries (carry: [".whl"]); then, there, from the repository root: `bash benchmarks/gpu.sh`.
-# DEVICE=cpu ARCH=tiny BATCHES=1,2 runs the same steps on a machine without a GPU (a smoke run).
-set -euo pipefail
+# Every step runs even when one before it fails; the script fails at the end if any did.
+# DEVICE=cpu ARCH=tiny BATCHES=1,2 runs the same steps on a machine without a GPU (a smoke run;
+# the CUDA-only steps are left out).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
 device=${DEVICE:-cuda}
 mkdir -p "$out"
-if ! python3 -c "import pydantic, av" 2>/dev/null; then
-  compgen -G ".whl/*.whl" >/dev/null || { echo "python3 lacks pydantic or av and .whl/ has no wheels: run 'make gpu-wheels' and carry .whl" >&2; exit 2; }
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/streamguard-site .whl/*.whl
+if ! python3 -c "import pydantic, av, redis" 2>/dev/null; then
+  compgen -G ".whl/*.whl" >/dev/null || { echo "python3 lacks pydantic, av or redis and .whl/ has no wheels: run 'make gpu-wheels' and carry .whl" >&2; exit 2; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/streamguard-site .whl/*.whl || exit 2
   export PYTHONPATH=/tmp/streamguard-site
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ "$device" = cuda ]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+failed=()
+# step NAME COMMAND...: runs it, its output also in $out/NAME.txt; a failure is noted and returned, not fatal.
+step() {
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  if "$@" 2>&1 | tee "$out/$name.txt"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; return 0; fi
+  failed+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"; return 1
+}
+
+{ nproc; grep -m1 'model name' /proc/cpuinfo; python3 -c 'import torch, av; print("torch", torch.__version__, "av", av.__version__)'
+  [ "$device" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; } 2>&1 | tee "$out/machine.txt"
 # --noconftest: the suite's fixtures start Redis and RTSP servers that this machine lacks; these tests need none.
-python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_export.py tests/test_hwaccel.py 2>&1 | tee "$out/gpu-tests.txt"
-python3 -m streamguard.cli bench model --device "$device" --arch "${ARCH:-base}" --batch "${BATCHES:-1,8,32,64,128,256}" \
-  --repeats "${REPEATS:-10}" --out "$out" 2>&1 | tee "$out/gpu-bench-model.txt"
+step gpu-tests python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_export.py tests/test_hwaccel.py
+[ "$device" = cuda ] && step gpu-transfer python3 benchmarks/bench_transfer.py --out "$out/transfer.json"
+model_args=(--device "$device" --arch "${ARCH:-base}" --batch "${BATCHES:-1,2,4,8,16,32,64,128,256}" --repeats "${REPEATS:-10}" --out "$out")
+# Should capturing CUDA graphs fail, the engines without them are still measured.
+step gpu-bench-model python3 -m streamguard.cli bench model "${model_args[@]}" ||
+  { [ "$device" = cuda ] && step gpu-bench-model-no-graphs python3 -m streamguard.cli bench model "${model_args[@]}" --cuda-graphs off; }
+[ "$device" = cuda ] && step gpu-bench-model-large python3 -m streamguard.cli bench model --device cuda --arch large \
+  --precision fp16 --cuda-graphs on --batch 1,16,64,256 --repeats "${REPEATS:-10}" --out "$out"
 hwaccel=$([ "$device" = cuda ] && echo none,cuda || echo none,auto)
-python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-20}" --sizes "${SIZES:-1920x1080,3840x2160}" --hwaccel "$hwaccel" \
-  --out "$out/ingest-$device.json" 2>&1 | tee "$out/gpu-bench-ingest.txt"
+step gpu-bench-ingest python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-15}" --sizes "${SIZES:-1920x1080,3840x2160}" \
+  --hwaccel "$hwaccel" --out "$out/ingest-$device.json"
+if [ "$device" = cuda ]; then  # the video engines' use while many streams decode (dec %, one line a second)
+  nvidia-smi dmon -s u -d 1 >"$out/dmon.txt" 2>&1 & dmon=$!
+fi
+step gpu-bench-ingest-many python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-20}" --sizes "${MANY_SIZE:-1920x1080}" \
+  --streams "${MANY:-16,32}" --hwaccel "$hwaccel" --out "$out/ingest-many-$device.json"
+[ -n "${dmon:-}" ] && kill "$dmon"
+
+if [ ${#failed[@]} -gt 0 ]; then echo "failed steps: ${failed[*]}"; exit 1; fi
+echo "all steps passed"

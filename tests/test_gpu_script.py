@@ -21,7 +21,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 = this venv's
         "OUT": str(tmp_path), "DEVICE": "cpu", "ARCH": "tiny", "BATCHES": "1,2", "REPEATS": "1",
-        "INGEST_SECONDS": "4", "SIZES": "320x240",
+        "INGEST_SECONDS": "4", "SIZES": "320x240", "MANY": "2", "MANY_SIZE": "320x240",
     }
     run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -31,3 +31,10 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
     ingest = json.loads((tmp_path / "ingest-cpu.json").read_text())
     assert [(r["hwaccel"], r["decoded_on_gpu"]) for r in ingest["results"]] == [("none", False), ("auto", False)]
     assert all(r["decode_fps"] > 20 for r in ingest["results"])  # a 25 fps stream, decoded as it arrives
+    many = json.loads((tmp_path / "ingest-many-cpu.json").read_text())
+    assert [(r["streams"], r["hwaccel"]) for r in many["results"]] == [(2, "none"), (2, "auto")]
+    for r in many["results"]:
+        assert r["cpu_per_stream"] == pytest.approx(r["cpu_share_of_one_core"] / 2, abs=1e-3)
+        assert r["analysed_fps_per_stream"][0] > 3  # both streams analysed, at about their 5 fps
+        assert r["frames_measured"] > 2 * 3 * 3  # latencies from both streams: each one's sender times found
+    assert "all steps passed" in run.stdout
