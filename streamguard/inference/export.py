@@ -38,6 +38,7 @@ import torch
 from timm.layers import Attention
 from torch import nn
 
+import streamguard
 from streamguard.errors import CheckpointError, ConfigError
 from streamguard.inference.torch_engine import CropScorer
 from streamguard.model.checkpoint import LoadedModel, ModelMeta
@@ -156,7 +157,9 @@ def exporter_versions(opset: int) -> dict[str, Any]:
         "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
         "opset": opset,
         "attention": ATTENTION_LAYOUT,
-        **{pkg: version(pkg) for pkg in ("streamguard", "torch", "timm", "onnx")},
+        # streamguard's own from the package: a checkout run from PYTHONPATH (benchmarks/gpu.sh) is not installed
+        "streamguard": streamguard.__version__,
+        **{pkg: version(pkg) for pkg in ("torch", "timm", "onnx")},
     }
 
 
