@@ -9,16 +9,27 @@ runs it on a GPU machine with `--noconftest`.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
+import subprocess
+import sys
+import textwrap
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from av.codec.hwaccel import HWAccel
 
 from streamguard.config import ConfigError, IngestConfig, StreamConfig, build_config
+from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, StreamSource
-from streamguard.ingest.hwaccel import cuda_decode_problem
+from streamguard.ingest import source as source_module
+from streamguard.ingest.hwaccel import CUDA_OPTIONS, cuda_decode_problem
+
+REPO = Path(__file__).resolve().parent.parent
 
 FRAMES = 25
 PROBLEM = cuda_decode_problem()
@@ -43,13 +54,18 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def decode(path: Path, hwaccel: str) -> tuple[list[np.ndarray], bool | None]:
-    """Every frame of `path` as RGB through a StreamSource with `ingest.hwaccel`, and whether the GPU decoded."""
+def decode(path: Path, hwaccel: str, gpu_refuses: bool = False) -> tuple[list[np.ndarray], bool | None]:
+    """Every frame of `path` as RGB through a StreamSource with `ingest.hwaccel`, and whether the GPU decoded.
+
+    gpu_refuses: the source is handed a CUDA decoder that FFmpeg refuses to open (ENOTSUP, as a
+    CUDA context it cannot share made it do on a GPU host); only that open is faked."""
 
     async def run() -> tuple[list[np.ndarray], bool | None]:
         queue: LatestQueue = LatestQueue(2)
         cfg = IngestConfig(hwaccel=hwaccel, realtime=False, analysis_fps=25)
         source = StreamSource(StreamConfig(name="hw", url=str(path)), cfg, queue)
+        if gpu_refuses:
+            source._hwaccel = HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS)
         task = asyncio.create_task(source.run())
         frames = [(await asyncio.wait_for(queue.get(), 10)).rgb for _ in range(FRAMES)]
         await asyncio.wait_for(task, 10)  # the file ended
@@ -88,12 +104,78 @@ def test_auto_without_a_device_decodes_on_the_cpu(clip):
     assert all(np.array_equal(a, b) for a, b in zip(frames, reference, strict=True))
 
 
+def cpu_frames_through_nv12(path: Path) -> list[np.ndarray]:
+    """The CPU's decoding of `path`, made RGB from NV12, the layout NVDEC hands back.
+
+    From planar YUV the same pictures come out differently: swscale's NV12 path rounds and
+    interpolates chroma its own way (mean 0.82, max 53 levels apart on this clip, CPU alone)."""
+    with av.open(str(path)) as container:
+        return [frame.reformat(format="nv12").to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
 @needs_cuda
 @pytest.mark.parametrize("hwaccel", ["cuda", "auto"])
 def test_the_gpu_decodes_what_the_cpu_decodes(clip, hwaccel):
     frames, on_gpu = decode(clip, hwaccel)
-    reference, _ = decode(clip, "none")
     assert on_gpu is True
-    # H.264 decoding is exact; only the colour conversion from NV12 instead of planar YUV may round apart.
-    diff = np.abs(np.stack(frames).astype(np.int16) - np.stack(reference))
-    assert diff.mean() < 0.5 and diff.max() <= 4
+    gpu, cpu = np.stack(frames), np.stack(cpu_frames_through_nv12(clip))
+    diff = np.abs(gpu.astype(np.int16) - cpu)
+    # H.264 decoding is exact: the same bytes, once both go through the same colour conversion
+    assert np.array_equal(gpu, cpu), f"mean {diff.mean():.4f}, max {diff.max()}, frames differing {np.flatnonzero(diff.any(axis=(1, 2, 3)))}"
+
+
+@pytest.fixture
+def nvdec_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """av.open as the source module calls it, failing as FFmpeg does when NVDEC cannot take a stream."""
+    real_open = av.open
+
+    def open_(*args, hwaccel=None, **kwargs):
+        if hwaccel is not None:
+            raise av.error.FFmpegError(errno.ENOTSUP, "Operation not supported")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(source_module.av, "open", open_)
+
+
+def test_a_stream_the_gpu_refuses_decodes_on_the_cpu(clip, nvdec_refuses, caplog):
+    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.source"):
+        frames, on_gpu = decode(clip, "none", gpu_refuses=True)
+    assert on_gpu is False and len(frames) == FRAMES
+    assert frames[0][120, 20].min() > 240 and frames[-1][120, 20].min() < 200
+    assert f"stream hw: the GPU cannot decode {clip} (Operation not supported); decoding on the CPU" in caplog.messages
+
+
+def test_a_source_at_fault_still_gets_its_own_error_when_the_gpu_refuses(tmp_path, nvdec_refuses, caplog):
+    missing = tmp_path / "missing.mp4"
+    source = StreamSource(StreamConfig(name="hw", url=str(missing)), IngestConfig(realtime=False), LatestQueue(2))
+    source._hwaccel = HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS)
+    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.source"), pytest.raises(SourceError) as err:
+        asyncio.run(asyncio.wait_for(source.run(), 10))
+    assert str(err.value) == f"stream hw: cannot open {missing}: No such file or directory"
+    assert not any("the GPU cannot decode" in m for m in caplog.messages)  # the CPU's answer, not a fallback
+
+
+@needs_cuda
+@pytest.mark.parametrize("first", ["torch", "TorchEngine"])
+def test_nvdec_shares_the_gpu_with_torch_that_started_first(clip, first):
+    """A GPU host's order: the engine starts CUDA, then streams open on NVDEC. In a fresh
+    process, so that nothing else has started the GPU's context before."""
+    start = {
+        "torch": "torch.ones(1, device='cuda')",  # torch starts the context with its own default flags
+        "TorchEngine": "TorchEngine(untrained_model('tiny', seed=0), 'fp16', device='cuda').infer(np.zeros((1, 224, 224, 3), np.uint8))",
+    }[first]
+    code = textwrap.dedent(f"""
+        import av, numpy as np, torch
+        from streamguard.inference.torch_engine import TorchEngine
+        from streamguard.model import untrained_model
+        {start}
+        from streamguard.ingest.hwaccel import cuda_decode_problem, decoder_hwaccel
+        assert cuda_decode_problem() is None, cuda_decode_problem()
+        with av.open({str(clip)!r}, hwaccel=decoder_hwaccel("cuda")) as container:
+            video = container.streams.video[0]
+            print(video.codec_context.is_hwaccel, sum(1 for _ in container.decode(video)))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["True", str(FRAMES)]

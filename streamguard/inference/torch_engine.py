@@ -10,6 +10,10 @@ without them (AVX2 only) it measured 7-11x *slower*, so asking for it there logs
 warning. CUDA: the weights are cast to fp16 or bf16 (no autocast bookkeeping per op)
 and, by default, each batch-size bucket runs as one captured CUDA graph: a ViT-B
 forward is roughly 200 kernel launches, which at small batches cost more than the maths.
+Crops reach the GPU through one page-locked staging buffer: on an H200 host a batch of
+256 (38.5 MB) went over in 1.9 ms that way, against 5.5 ms straight from the caller's
+pageable array and 10.2 ms for the copy-then-transfer used before, which was a third of
+the 30 ms a ViT-B fp16 call took in all (benchmarks/bench_transfer.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamguard.cuda_context import share_primary_context
 from streamguard.inference.engine import check_crops
 from streamguard.model.checkpoint import LoadedModel, ModelMeta
 
@@ -65,8 +70,7 @@ class CropScorer(nn.Module):
 
 def host_tensor(crops: np.ndarray) -> torch.Tensor:
     """`crops` as a CPU tensor over the same memory where torch can share it (contiguous and
-    writable), else a copy. At batch 256 the crops are 38.5 MB: a copy costs several ms of
-    one core before the transfer to the GPU even starts."""
+    writable), else a copy: at batch 256 the crops are 38.5 MB, and a copy costs ms."""
     if crops.flags.c_contiguous and crops.flags.writeable:
         return torch.from_numpy(crops)
     return torch.tensor(crops)
@@ -107,10 +111,13 @@ class TorchEngine:
         self.device = torch.device(device)
         self._cpu_bf16 = device == "cpu" and precision == "bf16"
         if device == "cuda":
+            share_primary_context()  # before torch starts the context: NVDEC (ingest.hwaccel) shares it
             model = copy.deepcopy(loaded.model).to(self.device, CUDA_DTYPES[precision])
             self._scorer: CropScorer | None = CropScorer(model, self.meta).to(self.device).eval()
         else:
             self._scorer = CropScorer(loaded.model, self.meta).eval()
+        # CUDA: page-locked [M, S, S, 3] uint8 that crops are copied into before each transfer; grown on demand
+        self._staging: torch.Tensor | None = None
         # bucket -> (graph, static input [B, S, S, 3] uint8, static outputs), captured on first use
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] | None = (
             {} if device == "cuda" and cuda_graphs else None
@@ -127,7 +134,7 @@ class TorchEngine:
             if self._graphs is not None:
                 p_fake, embedding = self._replay(crops)
             else:
-                x = host_tensor(crops).to(self.device)  # [N, S, S, 3] uint8
+                x = self._upload(crops) if self.device.type == "cuda" else host_tensor(crops)  # [N, S, S, 3] uint8
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16):
                     p_fake, embedding = self._scorer(x)
             return p_fake.cpu().numpy(), embedding.cpu().numpy()
@@ -135,6 +142,21 @@ class TorchEngine:
     def close(self) -> None:
         self._scorer = None
         self._graphs = None
+        self._staging = None
+
+    def _upload(self, crops: np.ndarray, into: torch.Tensor | None = None) -> torch.Tensor:
+        """crops [n, S, S, 3] on the device (in `into` when given), by way of the staging buffer.
+
+        The transfer is asynchronous on the current stream; every call reads its outputs
+        back (a synchronisation) before the next one writes the buffer again."""
+        n = len(crops)
+        if self._staging is None or len(self._staging) < n:
+            rows = graph_bucket(n) if n <= CUDA_GRAPH_BUCKETS[-1] else n
+            self._staging = torch.empty((rows, *crops.shape[1:]), dtype=torch.uint8, pin_memory=True)
+        staged = self._staging[:n].copy_(host_tensor(crops))  # torch's copy: on several threads, unlike numpy's
+        if into is None:
+            into = torch.empty(staged.shape, dtype=torch.uint8, device=self.device)
+        return into.copy_(staged, non_blocking=True)
 
     # --- CUDA graphs -----------------------------------------------------------------------
 
@@ -142,10 +164,10 @@ class TorchEngine:
         """Copy each chunk into its bucket's static input, replay the graph, read the first n rows."""
         p_parts, e_parts = [], []
         for start in range(0, len(crops), CUDA_GRAPH_BUCKETS[-1]):
-            chunk = host_tensor(crops[start : start + CUDA_GRAPH_BUCKETS[-1]])  # [n, S, S, 3] uint8
+            chunk = crops[start : start + CUDA_GRAPH_BUCKETS[-1]]  # [n, S, S, 3] uint8
             n = len(chunk)
             graph, static_in, (static_p, static_e) = self._graph(graph_bucket(n))
-            static_in[:n].copy_(chunk)  # rows n.. keep old crops: independent rows, results ignored
+            self._upload(chunk, into=static_in[:n])  # rows n.. keep old crops: independent rows, results ignored
             graph.replay()
             p_parts.append(static_p[:n].cpu())
             e_parts.append(static_e[:n].cpu())

@@ -601,9 +601,7 @@ class StreamSource(SourceBase):
             options["rtsp_transport"] = self.cfg.rtsp_transport
         started = reader.entering("open")
         try:
-            container = av.open(
-                self.stream.url, options=options, timeout=(timeout, self.cfg.stall_timeout_s), hwaccel=self._hwaccel
-            )
+            container = self._open_container(options)
         except av.FFmpegError as err:
             # An interrupted open surfaces as ExitError or, from the RTSP demuxer, InvalidDataError.
             if isinstance(err, av.error.ExitError) or time.monotonic() - started >= timeout:
@@ -625,6 +623,21 @@ class StreamSource(SourceBase):
                 log.info("stream %s: decoding %s on the %s", name, codec.name, "GPU (NVDEC)" if codec.is_hwaccel else "CPU (NVDEC cannot)")
             self.hw_decoding = codec.is_hwaccel
         return container
+
+    def _open_container(self, options: dict[str, str]) -> av.container.InputContainer:
+        """av.open, on the GPU where ingest.hwaccel asks for it. Where NVDEC refuses to open a stream
+        the CPU can (seen: a CUDA context FFmpeg could not share), the stream decodes on the CPU
+        from then on; where the CPU cannot open it either, the source is at fault and its error is raised."""
+        timeout = (self.cfg.open_timeout_s, self.cfg.stall_timeout_s)
+        try:
+            return av.open(self.stream.url, options=options, timeout=timeout, hwaccel=self._hwaccel)
+        except av.FFmpegError as gpu_err:
+            if self._hwaccel is None or isinstance(gpu_err, (av.error.ExitError, av.error.InvalidDataError)):
+                raise
+            container = av.open(self.stream.url, options=options, timeout=timeout)
+            log.warning("stream %s: the GPU cannot decode %s (%s); decoding on the CPU", self.stream.name, self._where, gpu_err.strerror)
+            self._hwaccel, self.hw_decoding = None, False
+            return container
 
     def _decode(self, reader: ReadThread, container: av.container.InputContainer) -> tuple[str | None, bool]:
         """Decode until the end, a stall or stop: (the error that ended it, whether it was a stall)."""
