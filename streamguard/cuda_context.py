@@ -35,14 +35,21 @@ def _driver() -> ctypes.CDLL | None:
     return cuda if cuda.cuInit(0) == 0 else None
 
 
+def _device(device: int) -> tuple[ctypes.CDLL, ctypes.c_int] | None:
+    """The driver and the CUdevice of GPU `device`; None without a CUDA driver and device."""
+    cuda = _driver()
+    dev = ctypes.c_int()
+    if cuda is None or cuda.cuDeviceGet(ctypes.byref(dev), device) != 0:
+        return None
+    return cuda, dev
+
+
 def primary_context_state(device: int = 0) -> tuple[int, bool] | None:
     """(flags, active) of the device's primary context; None without a CUDA driver and device."""
-    cuda = _driver()
-    if cuda is None:
+    if (found := _device(device)) is None:
         return None
-    dev, flags, active = ctypes.c_int(), ctypes.c_uint(), ctypes.c_int()
-    if cuda.cuDeviceGet(ctypes.byref(dev), device) != 0:
-        return None
+    cuda, dev = found
+    flags, active = ctypes.c_uint(), ctypes.c_int()
     if cuda.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active)) != 0:
         return None
     return flags.value, bool(active.value)
@@ -53,17 +60,13 @@ def share_primary_context(device: int = 0) -> str | None:
 
     None when the context has (or will start with) those flags, or when there is no CUDA
     here at all; else why NVDEC cannot share it."""
-    state = primary_context_state(device)
-    if state is None:
+    if (state := primary_context_state(device)) is None:
         return None
     flags, active = state
     if flags & CU_CTX_SCHED_MASK == CU_CTX_SCHED_BLOCKING_SYNC:
         return None
-    cuda = _driver()
-    assert cuda is not None
-    dev = ctypes.c_int()
-    cuda.cuDeviceGet(ctypes.byref(dev), device)
-    # _v2 (CUDA 11+) also changes the flags of a context that is already active
+    cuda, dev = _device(device)  # type: ignore[misc]  (found just above)
+    # _v2 (CUDA 11+) also changes the flags of a context that is already active (seen on the H200: 0x0 -> 0x4)
     new_flags = (flags & ~CU_CTX_SCHED_MASK) | CU_CTX_SCHED_BLOCKING_SYNC
     rc = cuda.cuDevicePrimaryCtxSetFlags_v2(dev, ctypes.c_uint(new_flags))
     if rc != 0 or primary_context_state(device) != (new_flags, active):
