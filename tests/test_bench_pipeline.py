@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from streamguard.bench.commands import _variants
-from streamguard.bench.pipeline import latency_timeline, plot, rss_growth, run_bench, steady_ratio
+from streamguard.bench.pipeline import latency_timeline, plot, rss_growth, run_bench, steady_ratio, streams_for_load
+from streamguard.cli import main
 from streamguard.config import build_config
 from streamguard.errors import ConfigError
 from streamguard.inference.torch_engine import TorchEngine
@@ -46,6 +47,17 @@ def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():
     ]:
         with pytest.raises(ConfigError, match=message):
             _variants(bad)
+
+
+def test_overload_picks_the_streams_from_the_engines_rate(capsys):
+    # two faces a frame at 5 fps: 10 crops/s a stream
+    assert streams_for_load(2.0, 15.0, 5.0) == 3  # 30 crops/s asked: 3 streams offer exactly that
+    assert streams_for_load(2.0, 15.1, 5.0) == 4  # never less than asked
+    assert streams_for_load(2.0, 7.5, 5.0) == 2
+    assert streams_for_load(2.0, 0.5, 5.0) == 1
+    assert streams_for_load(3.0, 15.0, 2.5) == 9  # 45 crops/s at 5 a stream
+    assert main(["bench", "pipeline", "--overload", "0"]) == 2
+    assert "--overload must be > 0 (times what the engine alone scores), got 0.0" in capsys.readouterr().err
 
 
 async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path, capsys):

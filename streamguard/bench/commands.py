@@ -48,7 +48,7 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from streamguard.bench.pipeline import RESOLUTIONS, run_bench
+    from streamguard.bench.pipeline import RESOLUTIONS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
     from streamguard.cli import _overrides
     from streamguard.config import load_config
     from streamguard.inference.engine import open_engine
@@ -65,6 +65,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
     if args.keyframe_every <= 0:
         raise ConfigError(f"--keyframe-every must be > 0 seconds, got {args.keyframe_every}")
+    if args.overload is not None and not args.overload > 0:
+        raise ConfigError(f"--overload must be > 0 (times what the engine alone scores), got {args.overload}")
     cfg = load_config(args.config, overrides)
     vary = _variants(args.vary)
     variants = None
@@ -74,10 +76,16 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     variant_engines: dict[str, Engine] = {}
     try:
+        streams = _ints(args.streams)
+        if args.overload is not None:
+            rate = model_only_throughput(engine, stand_in_crops(cfg.crop.size), cfg.batcher.max_batch)
+            streams = [streams_for_load(args.overload, rate, cfg.ingest.analysis_fps)]
+            print(f"... --overload {args.overload:g}: the engine alone scores {rate:.1f} crops/s, so {streams[0]} stream(s)",
+                  flush=True)
         if vary is not None and vary[0] in ENGINE_KEYS:
             for label, variant_cfg in variants.items():
                 variant_engines[label] = open_engine(variant_cfg.model, img_size=variant_cfg.crop.size)
-        asyncio.run(run_bench(cfg, engine, _ints(args.streams), resolutions, args.seconds, args.warmup,
+        asyncio.run(run_bench(cfg, engine, streams, resolutions, args.seconds, args.warmup,
                               args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
                               args.rounds, variant_engines, tuple(_ints(args.front_end_streams))))
     finally:
@@ -91,6 +99,8 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
 
     p = bench_sub.add_parser("pipeline", help="N live RTSP streams through the whole pipeline vs the model alone")
     p.add_argument("--streams", default="1,2,4,8,16", help="stream counts to run, e.g. 1,2,4,8")
+    p.add_argument("--overload", type=float, metavar="X",
+                   help="instead of --streams: as many streams as offer X times what the engine alone scores (measured first)")
     p.add_argument("--resolutions", default="720p,1080p", help="720p and/or 1080p")
     p.add_argument("--seconds", type=float, default=40.0, help="measured seconds per case (>= 150 adds first/last-minute p99, >= 300 the RSS growth after minute 2)")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import statistics
 import threading
@@ -179,6 +180,13 @@ def model_only_throughput(engine: Engine, crops: np.ndarray, batch: int, seconds
             done = sum(pool.map(crops_until, [start + seconds / parts] * engine.concurrency))
             rates.append(done / (time.perf_counter() - start))
     return float(np.median(rates))
+
+
+def streams_for_load(load: float, model_crops_per_s: float, analysis_fps: float) -> int:
+    """How many sample streams (two faces each) offer at least `load` times what the engine
+    alone scores: the overload run's N on any machine (2 streams were 2.5-3.5x on the AVX2
+    EPYC but 1.3x on the AVX-512 one, whose int8 engine is twice as fast)."""
+    return max(1, math.ceil(load * model_crops_per_s / (analysis_fps * FACES_PER_FRAME)))
 
 
 def stand_in_crops(size: int, n: int = 16) -> np.ndarray:
