@@ -4,10 +4,9 @@ The engine gets crops as a numpy array (uint8 [N, 224, 224, 3]: 38.5 MB at N = 2
 and must put them on the GPU before the model runs. Measured, per batch size:
 
 - copy: `torch.tensor(x).to("cuda")`, a host copy, then a transfer from pageable memory;
-- shared: `torch.from_numpy(x).to("cuda")`, the transfer straight from the array's memory
-  (what TorchEngine does, `host_tensor`);
-- pinned: a copy into a page-locked buffer, then a transfer from it (what a staging
-  buffer per batch bucket would do).
+- shared: `torch.from_numpy(x).to("cuda")`, the transfer straight from the array's memory;
+- pinned: a copy into a page-locked buffer, then a transfer from it (what TorchEngine
+  does since this measured fastest: `TorchEngine._upload`, one staging buffer).
 
     python3 benchmarks/bench_transfer.py [--batch 16,64,256] [--repeats 20] [--out FILE]
 
