@@ -81,9 +81,9 @@ class IngestConfig(_Section):
         False, description="Retry a network stream whose first open fails, as after a drop (streams added through the HTTP API always do)"
     )
     hwaccel: HwaccelMode = Field(
-        "none",
-        description="Decode on the GPU's video engine (NVDEC): cuda (an error where FFmpeg cannot open a CUDA device), "
-        "auto (the GPU where it can, else the CPU) or none (the CPU)",
+        "auto",
+        description="Decode on the GPU's video engine (NVDEC): auto (the GPU where FFmpeg can open a CUDA device, "
+        "else the CPU), cuda (an error where it cannot) or none (always the CPU)",
     )
 
     @field_validator("hwaccel")

@@ -24,8 +24,9 @@ class Frame:
     (the latest frame wins), so a frame from a decoder keeps the decoder's YUV picture
     and makes its RGB pixels on first use, in the thread that detects faces: a frame
     replaced before anyone looks at it costs no conversion, and the WebRTC event loop
-    converts nothing. The picture is reference-counted by FFmpeg, so holding it does
-    not hold up the decoder.
+    converts nothing. A picture NVDEC decoded is still in GPU memory and is downloaded
+    then too (ingest/hwaccel.py). The picture is reference-counted by FFmpeg, so
+    holding it does not hold up the decoder.
     """
 
     __slots__ = ("stream", "pts", "wall_ts", "_rgb", "_picture")

@@ -54,30 +54,46 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def decode(path: Path, hwaccel: str, gpu_refuses: bool = False) -> tuple[list[np.ndarray], bool | None]:
-    """Every frame of `path` as RGB through a StreamSource with `ingest.hwaccel`, and whether the GPU decoded.
+def decode(path: Path, hwaccel: str, gpu_refuses: bool = False, hold: bool = False) -> tuple[list[np.ndarray], bool | None, set[str]]:
+    """Every frame of `path` as RGB through a StreamSource with `ingest.hwaccel`, whether the GPU
+    decoded, and the pixel formats the pictures arrived in ("cuda": still in GPU memory).
 
     gpu_refuses: the source is handed a CUDA decoder that FFmpeg refuses to open (ENOTSUP, as a
-    CUDA context it cannot share made it do on a GPU host); only that open is faked."""
+    CUDA context it cannot share made it do on a GPU host); only that open is faked.
+    hold: keep every frame unconverted until the file has ended, then convert them all
+    (as analysis holds a frame while decoding goes on), instead of converting each on arrival."""
 
-    async def run() -> tuple[list[np.ndarray], bool | None]:
+    async def run() -> tuple[list[np.ndarray], bool | None, set[str]]:
         queue: LatestQueue = LatestQueue(2)
         cfg = IngestConfig(hwaccel=hwaccel, realtime=False, analysis_fps=25)
         source = StreamSource(StreamConfig(name="hw", url=str(path)), cfg, queue)
         if gpu_refuses:
             source._hwaccel = HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS)
         task = asyncio.create_task(source.run())
-        frames = [(await asyncio.wait_for(queue.get(), 10)).rgb for _ in range(FRAMES)]
+        frames, formats, rgb = [], set(), []
+        for _ in range(FRAMES):
+            frame = await asyncio.wait_for(queue.get(), 10)
+            formats.add(frame._picture.format.name)
+            frames.append(frame)
+            if not hold:
+                rgb.append(frame.rgb)
         await asyncio.wait_for(task, 10)  # the file ended
-        return frames, source.hw_decoding
+        if hold:
+            rgb = [frame.rgb for frame in frames]
+        return rgb, source.hw_decoding, formats
 
     return asyncio.run(run())
 
 
-def test_the_cpu_decodes_by_default(clip):
-    assert IngestConfig().hwaccel == "none"
-    frames, on_gpu = decode(clip, "none")
-    assert on_gpu is False and len(frames) == FRAMES
+def test_the_default_decodes_on_the_gpu_exactly_where_ffmpeg_can_open_one(clip):
+    _, on_gpu, formats = decode(clip, IngestConfig().hwaccel)
+    assert on_gpu is (PROBLEM is None)
+    assert formats == ({"cuda"} if PROBLEM is None else {"yuv420p"})
+
+
+def test_none_decodes_on_the_cpu(clip):
+    frames, on_gpu, formats = decode(clip, "none")
+    assert on_gpu is False and len(frames) == FRAMES and formats == {"yuv420p"}
     assert frames[0][120, 20].min() > 240 and frames[-1][120, 20].min() < 200  # the white square moved on
 
 
@@ -98,8 +114,8 @@ def test_cuda_where_ffmpeg_cannot_open_a_device_is_one_clear_config_error():
 
 @without_cuda
 def test_auto_without_a_device_decodes_on_the_cpu(clip):
-    frames, on_gpu = decode(clip, "auto")
-    reference, _ = decode(clip, "none")
+    frames, on_gpu, _ = decode(clip, "auto")
+    reference, _, _ = decode(clip, "none")
     assert on_gpu is False
     assert all(np.array_equal(a, b) for a, b in zip(frames, reference, strict=True))
 
@@ -115,9 +131,11 @@ def cpu_frames_through_nv12(path: Path) -> list[np.ndarray]:
 
 @needs_cuda
 @pytest.mark.parametrize("hwaccel", ["cuda", "auto"])
-def test_the_gpu_decodes_what_the_cpu_decodes(clip, hwaccel):
-    frames, on_gpu = decode(clip, hwaccel)
+@pytest.mark.parametrize("hold", [False, True], ids=["converted-on-arrival", "held-until-the-end"])
+def test_the_gpu_decodes_what_the_cpu_decodes(clip, hwaccel, hold):
+    frames, on_gpu, formats = decode(clip, hwaccel, hold=hold)
     assert on_gpu is True
+    assert formats == {"cuda"}  # pictures stay in GPU memory until analysis asks for pixels
     gpu, cpu = np.stack(frames), np.stack(cpu_frames_through_nv12(clip))
     diff = np.abs(gpu.astype(np.int16) - cpu)
     # H.264 decoding is exact: the same bytes, once both go through the same colour conversion
@@ -139,7 +157,7 @@ def nvdec_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_stream_the_gpu_refuses_decodes_on_the_cpu(clip, nvdec_refuses, caplog):
     with caplog.at_level(logging.WARNING, logger="streamguard.ingest.source"):
-        frames, on_gpu = decode(clip, "none", gpu_refuses=True)
+        frames, on_gpu, _ = decode(clip, "none", gpu_refuses=True)
     assert on_gpu is False and len(frames) == FRAMES
     assert frames[0][120, 20].min() > 240 and frames[-1][120, 20].min() < 200
     assert f"stream hw: the GPU cannot decode {clip} (Operation not supported); decoding on the CPU" in caplog.messages
@@ -173,9 +191,11 @@ def test_nvdec_shares_the_gpu_with_torch_that_started_first(clip, first):
         assert cuda_decode_problem() is None, cuda_decode_problem()
         with av.open({str(clip)!r}, hwaccel=decoder_hwaccel("cuda")) as container:
             video = container.streams.video[0]
-            print(video.codec_context.is_hwaccel, sum(1 for _ in container.decode(video)))
+            pictures = list(container.decode(video))
+            rgb = pictures[-1].to_ndarray(format="rgb24")  # downloaded from the GPU now
+            print(video.codec_context.is_hwaccel, len(pictures), pictures[-1].format.name, "x".join(map(str, rgb.shape)))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.split() == ["True", str(FRAMES)]
+    assert run.stdout.split() == ["True", str(FRAMES), "cuda", "240x320x3"]

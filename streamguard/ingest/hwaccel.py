@@ -3,13 +3,27 @@
 Why: on a host whose model runs on a GPU, the CPU's work per stream is the front end,
 and decoding is two thirds of it at 1080p (docs/benchmarks.md). The PyAV wheel's
 FFmpeg has the CUDA hwaccel built in and loads the driver at run time, so NVDEC
-needs nothing installed beyond the NVIDIA driver. Decoded pictures come back to
-system memory (NV12), so everything after decoding is unchanged.
+needs nothing installed beyond the NVIDIA driver. Decoded pictures stay in GPU memory
+(`is_hw_owned`) and come to system memory only when analysis first asks for a frame's
+pixels (`Frame.rgb`: download, then the same NV12-to-RGB conversion as the CPU's), so
+everything after decoding is unchanged, and the frames analysis never takes (four in
+five at 25 fps and 5 analysed, more under load) never cross the bus. Downloading every
+decoded picture, FFmpeg's default, held NVDEC back past about 16 streams in one
+process (each download is a synchronous copy to pageable memory, and all streams'
+copies share the context's one default stream). Measured side by side on an H200 host
+with 32 1080p streams, keeping pictures on the GPU took p99 latency from 1.9 s to 0.3 s,
+and at 64 streams decoding kept up (23.7 of 25 fps) where downloading every picture fell
+to 5.9 (docs/benchmarks.md).
 
-`ingest.hwaccel`: `none` decodes on the CPU; `cuda` decodes on the GPU and is a
-configuration error where FFmpeg cannot open a CUDA device (one clear line before any
-stream starts, not a stream that fails later); `auto` uses the GPU where it can and
-the CPU elsewhere. A stream NVDEC cannot open falls back to the CPU (StreamSource
+`ingest.hwaccel`: `auto` (the default) uses the GPU where FFmpeg can open one and the
+CPU elsewhere; `cuda` decodes on the GPU and is a configuration error where FFmpeg
+cannot open a CUDA device (one clear line before any stream starts, not a stream that
+fails later); `none` always decodes on the CPU. `auto` is the default because on the
+H200 host NVDEC did better than the CPU wherever it mattered: at 32 1080p streams 0.09
+cores per stream against 0.26, p99 90 ms against 367, and an engine beside them kept
+6,314 crops/s against 3,043. What it costs: 1-2 s more start-up at 16-32 streams (NVDEC
+sessions), and a worst frame up to about 2 s late in every run of 32 streams (0.5 s on
+the CPU), beyond the p99. A stream NVDEC cannot open falls back to the CPU (StreamSource
 logs why), and `StreamSource.hw_decoding` says whether the GPU was set up to decode it
 (a stream NVDEC accepts at open but refuses later, e.g. an unsupported profile, falls
 back to the CPU inside FFmpeg without telling).
@@ -53,4 +67,4 @@ def decoder_hwaccel(mode: HwaccelMode) -> HWAccel | None:
     `cuda` where CUDA cannot decode is refused earlier, by the config's validation."""
     if mode == "none" or cuda_decode_problem() is not None:
         return None
-    return HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS)
+    return HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS, is_hw_owned=True)
