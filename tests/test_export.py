@@ -129,3 +129,21 @@ def test_torch_cuda_is_close_to_fp32(loaded, crops, reference, precision, graphs
         assert np.abs(p_fake - reference[0][:n]).max() < 0.02
         assert cosine(embedding, reference[1][:n]).min() > 0.99
     assert next(loaded.model.parameters()).device.type == "cpu"  # the caller's model is untouched
+
+
+@no_cuda
+@pytest.mark.parametrize("graphs", [False, True])
+def test_the_cuda_engine_does_not_queue_behind_the_legacy_default_stream(loaded, crops, reference, graphs):
+    """NVDEC (ingest.hwaccel) copies its pictures on the context's legacy default stream; the
+    engine's work runs on a non-blocking stream of its own, so neither waits for the other."""
+    engine = TorchEngine(loaded, "fp16", device="cuda", cuda_graphs=graphs)
+    engine.infer(crops[:4])  # warm-up: allocations and graph capture happen before the check
+    torch.cuda.synchronize()
+    legacy = torch.cuda.default_stream()
+    with torch.cuda.stream(legacy):
+        torch.cuda._sleep(4_000_000_000)  # keeps the legacy stream busy for about 2 s (GPU clock cycles)
+    p_fake, _ = engine.infer(crops[:4])
+    busy = not legacy.query()  # the engine's call came back while the legacy stream still worked
+    torch.cuda.synchronize()
+    assert busy
+    assert np.abs(p_fake - reference[0][:4]).max() < 0.02
