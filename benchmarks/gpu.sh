@@ -4,8 +4,10 @@
 # what handing crops to the GPU costs (bench_transfer.py), every engine on CUDA (torch fp16/bf16,
 # CUDA graphs on and off) with the one-face 5-fps streams each keeps up with, ViT-L's fp16 rate,
 # and the CPU side: one live stream's ingest with NVDEC against without (1080p, 4K), then many
-# 1080p streams at once in one process (the host's decode cores, the GIL, NVDEC sessions), with
-# the GPU's decoder use sampled by nvidia-smi meanwhile.
+# 1080p streams at once in one process (the host's decode cores, the GIL, NVDEC sessions; NVDEC
+# keeping pictures on the GPU against downloading every one), with the GPU's decoder use sampled
+# by nvidia-smi meanwhile, and last the same streams beside a ViT-B engine running flat out on the
+# GPU (its own CUDA stream against the legacy default stream NVDEC's copies use).
 #
 # That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib but
 # not pydantic, PyAV or redis-py: `make gpu-wheels` here fetches what it lacks into .whl/, which the device tool
@@ -47,13 +49,17 @@ step gpu-bench-model python3 -m streamguard.cli bench model "${model_args[@]}" |
 [ "$device" = cuda ] && step gpu-bench-model-large python3 -m streamguard.cli bench model --device cuda --arch large \
   --precision fp16 --cuda-graphs on --batch 1,16,64,256 --repeats "${REPEATS:-10}" --out "$out"
 hwaccel=$([ "$device" = cuda ] && echo none,cuda || echo none,auto)
+many_hwaccel=$([ "$device" = cuda ] && echo none,cuda,cuda-download-all || echo none,auto)
 step gpu-bench-ingest python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-15}" --sizes "${SIZES:-1920x1080,3840x2160}" \
   --hwaccel "$hwaccel" --out "$out/ingest-$device.json"
 if [ "$device" = cuda ]; then  # the video engines' use while many streams decode (dec %, one line a second)
   nvidia-smi dmon -s u -d 1 >"$out/dmon.txt" 2>&1 & dmon=$!
 fi
 step gpu-bench-ingest-many python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-20}" --sizes "${MANY_SIZE:-1920x1080}" \
-  --streams "${MANY:-16,32}" --hwaccel "$hwaccel" --out "$out/ingest-many-$device.json"
+  --streams "${MANY:-16,32,64}" --hwaccel "$many_hwaccel" --out "$out/ingest-many-$device.json"
+[ "$device" = cuda ] && step gpu-bench-ingest-engine python3 benchmarks/bench_ingest.py --seconds "${INGEST_SECONDS:-20}" \
+  --sizes "${MANY_SIZE:-1920x1080}" --streams "${ENGINE_STREAMS:-32}" --hwaccel none,cuda --engine own-stream,default-stream \
+  --out "$out/ingest-engine-$device.json"
 [ -n "${dmon:-}" ] && kill "$dmon"
 
 if [ ${#failed[@]} -gt 0 ]; then echo "failed steps: ${failed[*]}"; exit 1; fi
