@@ -597,3 +597,27 @@ async def test_a_consumer_that_speeds_up_is_not_held_to_keyframes_by_waiting_for
     finally:
         await stop(task)
     assert rate > 2.0  # a frame every 0.3 s or so, not one per keyframe
+
+
+async def test_a_consumer_held_up_for_a_while_is_not_left_on_keyframes(rtsp_server):
+    """A consumer that does not announce its takes (the pipeline's, for a frame without faces),
+    held up for a while (start-up, a slow disk), then taking every frame it can: its pace is
+    its own time between gets, not the time it waited inside them for the keyframes its slow
+    gaps brought (measured: 32 NVDEC streams' start-up left one stream at one frame a second
+    for the rest of the run)."""
+    name = "rtsp-held-up"
+    source, queue, _ = make_source(rtsp_server.url("cam2"), name, analysis_fps=5.0)
+    task = asyncio.create_task(source.run())
+    try:
+        for _ in range(3):  # held up for a while: slower than the keyframes (one a second)
+            await asyncio.wait_for(queue.get(), 5)
+            await asyncio.sleep(2.0)
+        t0 = time.monotonic()
+        taken: list[float] = []
+        while time.monotonic() - t0 < 6.0:
+            await asyncio.wait_for(queue.get(), 5)
+            taken.append(time.monotonic() - t0)
+    finally:
+        await stop(task)
+    late = [t for t in taken if t >= 3.0]  # once settled: 5 analysed fps, not one frame per keyframe
+    assert len(late) / 3.0 > 3.0, taken

@@ -34,8 +34,11 @@ class LatestQueue(Generic[T]):
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
         self.dropped = 0
-        self.get_interval: float | None = None  # moving average of seconds between gets: the consumer's pace
-        self._last_get: float | None = None
+        # Moving average of seconds from one get's return to the next get's call: the consumer's own
+        # pace, which waiting inside get() for an item does not stretch (else a consumer kept waiting
+        # for keyframes would look as slow as they come, and keep the producer on keyframes).
+        self.get_interval: float | None = None
+        self._last_get: float | None = None  # when the latest get() returned
         # When (time.monotonic) the consumer has said it will take its next item (announce_get); get() clears it.
         self.next_get_at: float | None = None
         # Moving average of seconds from a get to the next announced one: the pace the consumer asks
@@ -78,6 +81,7 @@ class LatestQueue(Generic[T]):
 
     async def get(self) -> T:
         """The oldest item, waiting for one; QueueClosed once closed and drained."""
+        called = time.monotonic()
         while not self._items:
             if self._closed:
                 raise QueueClosed
@@ -86,7 +90,7 @@ class LatestQueue(Generic[T]):
         self._update()
         now = time.monotonic()
         if self._last_get is not None:
-            gap = now - self._last_get
+            gap = called - self._last_get
             self.get_interval = gap if self.get_interval is None else 0.7 * self.get_interval + 0.3 * gap
         self._last_get = now
         announced, self.next_get_at = self.next_get_at, None

@@ -166,8 +166,9 @@ class DemandGate:
     announced one (`LatestQueue.pace`), counted from when each take really happened: a
     consumer kept waiting for keyframes takes frames at their pace, which must not keep
     it on keyframes (measured: two streams locked at one frame a second, half the
-    model's rate, while it counted from the announced times). Decisions to decode more
-    change only at keyframes.
+    model's rate, while it counted from the announced times). For the same reason a
+    consumer that does not announce is paced by its own time between takes, leaving out
+    the time it waited for a frame. Decisions to decode more change only at keyframes.
     """
 
     LEAVE = 0.75  # of keyframes_only_beyond: below it groups are decoded up to takes again
