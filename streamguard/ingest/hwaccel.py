@@ -22,8 +22,8 @@ fails later); `none` always decodes on the CPU. `auto` is the default because on
 H200 host NVDEC did better than the CPU wherever it mattered: at 32 1080p streams 0.09
 cores per stream against 0.26, p99 90 ms against 367, and an engine beside them kept
 6,314 crops/s against 3,043. What it costs: 1-2 s more start-up at 16-32 streams (NVDEC
-sessions), and a worst frame up to about 2 s late in every run of 32 streams (0.5 s on
-the CPU), beyond the p99. A stream NVDEC cannot open falls back to the CPU (StreamSource
+sessions), and the frames that queue meanwhile arrive up to 2 s late (none later, in the
+runs that recorded when). A stream NVDEC cannot open falls back to the CPU (StreamSource
 logs why), and `StreamSource.hw_decoding` says whether the GPU was set up to decode it
 (a stream NVDEC accepts at open but refuses later, e.g. an unsupported profile, falls
 back to the CPU inside FFmpeg without telling).
