@@ -4,15 +4,28 @@ harness (RTSP server, Redis, per-thread CPU, front-end case, JSON, PNG) keeps wo
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from streamguard.bench.commands import _variants
-from streamguard.bench.pipeline import latency_timeline, plot, rss_growth, run_bench, steady_ratio, streams_for_load
+from streamguard.bench.pipeline import (
+    latency_timeline,
+    native_threads,
+    plot,
+    rss_growth,
+    run_bench,
+    steady_ratio,
+    streams_for_load,
+    thread_cpu_seconds,
+)
 from streamguard.cli import main
 from streamguard.config import build_config
 from streamguard.errors import ConfigError
+from streamguard.inference.export import export_onnx
+from streamguard.inference.onnx_engine import OnnxEngine
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
 
@@ -47,6 +60,29 @@ def test_vary_parses_one_key_and_refuses_what_the_shared_engine_fixes():
     ]:
         with pytest.raises(ConfigError, match=message):
             _variants(bad)
+
+
+def test_an_engines_own_worker_threads_count_as_the_engine(tmp_path):
+    """onnxruntime's intra-op workers are threads Python did not start: once the engine has
+    run they are told apart from the pipeline's and from any started later (mediapipe's)."""
+    before = native_threads()
+    engine = OnnxEngine(export_onnx(untrained_model("tiny", seed=0), tmp_path / "tiny.onnx"), threads=2)
+    release = threading.Event()
+    python_thread = threading.Thread(target=release.wait, name="faces-x")
+    python_thread.start()
+    try:
+        crops = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
+        for _ in range(5):
+            engine.infer(crops)
+        pool = native_threads() - before
+        assert pool and python_thread.native_id not in pool  # its second worker, not a Python thread
+        with_pool, without = thread_cpu_seconds(pool), thread_cpu_seconds()
+        assert with_pool["engine"] > without.get("engine", 0)  # the work its worker did is the engine's
+        assert with_pool["faces"] == without["faces"]  # Python's threads keep their stage
+    finally:
+        release.set()
+        python_thread.join()
+        engine.close()
 
 
 def test_overload_picks_the_streams_from_the_engines_rate(capsys):

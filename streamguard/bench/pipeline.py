@@ -6,10 +6,11 @@ what the model alone can do on this machine at this moment (the goal is >= 0.85 
 the model is the bottleneck). CPU per stage comes from the kernel's per-thread
 accounting (/proc/self/task/*/stat), grouped by the names the pipeline gives its
 threads: `ingest-*` (decode), `faces-*` (detection, tracking, crops),
-`streamguard-infer*` (the engine) and the event loop (scoring, Redis). Threads
-Python did not start land in `other`: mediapipe's graph threads, and the engine's
-own pool where it has one (torch's OpenMP threads, onnxruntime's intra-op threads
-when a call runs on more than one).
+`streamguard-infer*` (the engine) and the event loop (scoring, Redis). The engine's
+own pool, where it has one (onnxruntime's intra-op threads, torch's OpenMP threads),
+counts as `engine` too: those are the threads Python did not start that exist once the
+engine alone has run, before the pipeline starts its detectors. Other threads Python
+did not start land in `other`: mediapipe's graph threads.
 """
 
 from __future__ import annotations
@@ -103,8 +104,15 @@ def cores_by_stage(before: dict[str, float], after: dict[str, float], seconds: f
     return {g: round((after.get(g, 0) - before.get(g, 0)) / seconds, 3) for g in after}
 
 
-def thread_cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this process's live threads, by stage."""
+def native_threads() -> frozenset[int]:
+    """Ids of this process's threads that Python did not start (the pools of C++ libraries)."""
+    python = {t.native_id for t in threading.enumerate()}
+    return frozenset(tid for tid in map(int, os.listdir("/proc/self/task")) if tid not in python)
+
+
+def thread_cpu_seconds(engine_pool: frozenset[int] = frozenset()) -> dict[str, float]:
+    """CPU seconds used so far by this process's live threads, by stage; `engine_pool`: the
+    ids of the engine's own worker threads (`native_threads` once it has run), counted as `engine`."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
@@ -112,7 +120,7 @@ def thread_cpu_seconds() -> dict[str, float]:
         if cpu is None:
             continue  # the thread ended meanwhile
         name = names.get(int(tid), "")
-        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+        group = "engine" if int(tid) in engine_pool else next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
         out[group] = out.get(group, 0.0) + cpu
     return out
 
@@ -209,6 +217,7 @@ async def run_case(
     before = model_only_throughput(
         engine, stand_in_crops(cfg.crop.size), min(cfg.batcher.max_batch, FACES_PER_FRAME * streams), model_only_seconds
     )
+    engine_pool = native_threads()  # the engine has run and the detectors do not exist yet
     names = [f"s{i}" for i in range(streams)]
     case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=rtsp.url(resolution)) for n in names]})
     latencies: list[tuple[float, float, str]] = []  # (time since start, latency, stream)
@@ -236,12 +245,12 @@ async def run_case(
     deadline = warmup + seconds
     while (now := time.monotonic() - t0) < deadline:
         if not cpu_start and now >= warmup:
-            cpu_start = thread_cpu_seconds()  # stage threads exist once streams are live
+            cpu_start = thread_cpu_seconds(engine_pool)  # stage threads exist once streams are live
             infer_s0 = _hist(metrics.INFER_SECONDS)[0]
             server_start = process_cpu_seconds_of(rtsp.pid)
         rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
         await pipeline.wait(stop, duration=min(1.0, deadline - now), until_idle=False)
-    cpu_end = thread_cpu_seconds()
+    cpu_end = thread_cpu_seconds(engine_pool)
     infer_s = _hist(metrics.INFER_SECONDS)[0] - infer_s0
     server_cores = (process_cpu_seconds_of(rtsp.pid) - server_start) / seconds
     dropped = [w.queue.dropped for w in pipeline.workers.values()]
