@@ -156,7 +156,7 @@ def packets_skipped(sources: list[StreamSource]) -> int:
 
 class EngineLoad:
     """A ViT-B engine scoring random crops flat out on the GPU in its own thread, as a GPU
-    host's engine does beside its decoders; counts the crops scored between `mark`s."""
+    host's engine does beside its decoders; `scored` counts the crops it has scored so far."""
 
     def __init__(self, stream: str, batch: int) -> None:
         import torch
@@ -185,12 +185,14 @@ class EngineLoad:
         self.engine.close()
 
 
-def download_every_picture(mode):
-    """decoder_hwaccel as it was: NVDEC pictures downloaded to system memory as they are decoded."""
+def download_every_picture(mode: str) -> HWAccel | None:
+    """decoder_hwaccel as it was: the product's NVDEC settings, but every picture downloaded to
+    system memory as it is decoded."""
     hwaccel = decoder_hwaccel(mode)
     if hwaccel is None:
         return None
-    return HWAccel("cuda", allow_software_fallback=True, options=dict(hwaccel.options), is_hw_owned=False)
+    return HWAccel("cuda", allow_software_fallback=hwaccel.allow_software_fallback, options=dict(hwaccel.options),
+                   is_hw_owned=False)
 
 
 async def receive(ports: list[int], seconds: float, analysis_fps: float, hwaccel: str, engine: EngineLoad | None) -> dict:
