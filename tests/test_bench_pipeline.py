@@ -143,3 +143,23 @@ async def test_one_stream_case_reports_throughput_latency_cpu_and_files(tmp_path
     out = capsys.readouterr().out
     assert "ratio" in out and "drift" in out and "ingest.decode_on_demand=False r2" in out and out.strip().splitlines()[-2].startswith("{")
     assert out.count("front end (") == 2  # once per stream count, not per round
+
+
+async def test_a_host_without_gstreamer_serves_the_streams_as_flv(tmp_path, capsys):
+    engine = TorchEngine(untrained_model("tiny"))
+    cfg = build_config({"ingest": {"analysis_fps": 5}})
+    try:
+        (case,) = await run_bench(cfg, engine, [2], ["720p"], seconds=3.0, warmup=2.0, out_dir=tmp_path,
+                                  video_dir=tmp_path / "videos", front_end_seconds=0, model_only_seconds=1.0,
+                                  server_kind="flv")
+    finally:
+        engine.close()
+    assert case.crops_per_s > 0 and min(case.analysed_fps_per_stream) > 0  # both streams were scored
+    assert case.rtsp_server_cores > 0  # the FLV server's process, counted as the RTSP server's is
+    assert json.loads(next(tmp_path.glob("pipeline-*.json")).read_text())["server"] == "flv"
+    assert "stream(s) at 720p" in capsys.readouterr().out
+
+
+def test_an_unknown_stream_server_is_refused(capsys):
+    assert main(["bench", "pipeline", "--server", "rtmp"]) == 2
+    assert "--server: unknown 'rtmp'; choose from rtsp, flv" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from streamguard.bench.pipeline import RESOLUTIONS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
+    from streamguard.bench.pipeline import RESOLUTIONS, SERVERS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
     from streamguard.cli import _overrides
     from streamguard.config import load_config
     from streamguard.inference.engine import open_engine
@@ -61,6 +61,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if args.precision is None and args.engine is None and args.config is None:
         # The engine a trained checkpoint gets by default on a CPU; untrained weights would get torch fp32.
         overrides["model.precision"] = "int8"
+    if args.server not in SERVERS:
+        raise ConfigError(f"--server: unknown {args.server!r}; choose from {', '.join(SERVERS)}")
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
     if args.keyframe_every <= 0:
@@ -87,7 +89,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
                 variant_engines[label] = open_engine(variant_cfg.model, img_size=variant_cfg.crop.size)
         asyncio.run(run_bench(cfg, engine, streams, resolutions, args.seconds, args.warmup,
                               args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
-                              args.rounds, variant_engines, tuple(_ints(args.front_end_streams))))
+                              args.rounds, variant_engines, tuple(_ints(args.front_end_streams)), server_kind=args.server))
     finally:
         for e in [engine, *variant_engines.values()]:
             e.close()
@@ -113,6 +115,8 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vary", metavar="KEY=V1,V2", help="run every case once per value of a config key, back to back "
                    "(an A/B measured side by side), e.g. ingest.keyframes_only_beyond=1,2")
     p.add_argument("--rounds", type=int, default=1, help="passes over all cases (and variants), one after another")
+    p.add_argument("--server", default="rtsp", help="what serves the streams: rtsp (GStreamer, as in tests) or flv "
+                   "(FLV over TCP from PyAV alone, for a host without GStreamer)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
     _add_pipeline_options(p)
     p.set_defaults(func=cmd_bench_pipeline)

@@ -1,5 +1,6 @@
 """Whole-pipeline benchmark: N live RTSP streams through the full pipeline into a
-real Redis, and, in the same run, the engine alone on the same crops.
+real Redis, and, in the same run, the engine alone on the same crops. (`--server flv`
+serves the streams as FLV over TCP instead, for a host without GStreamer: the GPU host.)
 
 Why both in one run: the pipeline's throughput only means something as a ratio to
 what the model alone can do on this machine at this moment (the goal is >= 0.85 once
@@ -40,11 +41,12 @@ from streamguard.ingest.latest import LatestQueue
 from streamguard.ingest.source import StreamSource
 from streamguard.pipeline import Pipeline
 from streamguard.samples import make_two_face_video
-from streamguard.testing.rtsp import RtspServer
+from streamguard.testing.rtsp import FlvServer, RtspServer, StreamServer
 from streamguard.types import Frame, Sample
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
 FACES_PER_FRAME = 2  # in the generated sample
+SERVERS: dict[str, type[StreamServer]] = {"rtsp": RtspServer, "flv": FlvServer}
 THREAD_GROUPS = (("ingest-", "decode"), ("faces-", "faces"), ("streamguard-infer", "engine"), ("MainThread", "loop"))
 TICKS = os.sysconf("SC_CLK_TCK")
 LATENCY_WINDOW_S = 10.0
@@ -73,7 +75,7 @@ class CaseResult:
     frames_dropped_per_stream: list[int]
     crops_dropped: int
     cpu_cores_by_stage: dict[str, float]
-    rtsp_server_cores: float  # the test harness's RTSP server: shares this machine's cores, not part of the pipeline
+    rtsp_server_cores: float  # the test harness's stream server (RTSP, or FLV with --server flv): shares this machine's cores, not part of the pipeline
     load_factor: float  # crops/s the streams offer (analysis fps x faces) over model-only crops/s
     peak_rss_mb: float  # largest RSS sampled during the case
     rss_growth: float | None  # RSS at the end over RSS at minute 2 (runs of >= 5 min), the soak figure
@@ -208,7 +210,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def run_case(
-    cfg: Config, engine: Engine, rtsp: RtspServer, redis_url: str,
+    cfg: Config, engine: Engine, server: StreamServer, redis_url: str,
     streams: int, resolution: str, seconds: float, warmup: float, variant: str = "", model_only_seconds: float = 8.0,
 ) -> CaseResult:
     """One case: the engine alone, then the pipeline on `streams` live streams, then the
@@ -219,7 +221,7 @@ async def run_case(
     )
     engine_pool = native_threads()  # the engine has run and the detectors do not exist yet
     names = [f"s{i}" for i in range(streams)]
-    case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=rtsp.url(resolution)) for n in names]})
+    case_cfg = cfg.model_copy(update={"streams": [StreamConfig(name=n, url=server.url(resolution)) for n in names]})
     latencies: list[tuple[float, float, str]] = []  # (time since start, latency, stream)
     crops: list[np.ndarray] = []
     t0 = time.monotonic()
@@ -247,12 +249,12 @@ async def run_case(
         if not cpu_start and now >= warmup:
             cpu_start = thread_cpu_seconds(engine_pool)  # stage threads exist once streams are live
             infer_s0 = _hist(metrics.INFER_SECONDS)[0]
-            server_start = process_cpu_seconds_of(rtsp.pid)
+            server_start = process_cpu_seconds_of(server.pid)
         rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
         await pipeline.wait(stop, duration=min(1.0, deadline - now), until_idle=False)
     cpu_end = thread_cpu_seconds(engine_pool)
     infer_s = _hist(metrics.INFER_SECONDS)[0] - infer_s0
-    server_cores = (process_cpu_seconds_of(rtsp.pid) - server_start) / seconds
+    server_cores = (process_cpu_seconds_of(server.pid) - server_start) / seconds
     dropped = [w.queue.dropped for w in pipeline.workers.values()]
     await pipeline.close()
     await sink.close(timeout=5)
@@ -324,7 +326,7 @@ def rss_growth(timeline: list[tuple[float, float]]) -> float | None:
 
 
 async def run_front_end(
-    cfg: Config, rtsp: RtspServer, resolution: str, seconds: float, warmup: float, streams: int = 1
+    cfg: Config, server: StreamServer, resolution: str, seconds: float, warmup: float, streams: int = 1
 ) -> FrontEndResult:
     """`streams` live streams through decode, detection, tracking and crops only; the process's CPU per second.
 
@@ -353,14 +355,14 @@ async def run_front_end(
     tasks = []
     for name in names:
         queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
-        source = StreamSource(StreamConfig(name=name, url=rtsp.url(resolution)), cfg.ingest, queue)
+        source = StreamSource(StreamConfig(name=name, url=server.url(resolution)), cfg.ingest, queue)
         tasks += [asyncio.create_task(source.run(), name=f"{name}-source"),
                   asyncio.create_task(analyse(name, queue), name=f"{name}-faces")]
     try:
         done, _ = await asyncio.wait(tasks, timeout=warmup)
         for task in done:
             task.result()  # a stream failed: say why
-        cpu0, stages0, server0 = process_cpu_seconds(), thread_cpu_seconds(), process_cpu_seconds_of(rtsp.pid)
+        cpu0, stages0, server0 = process_cpu_seconds(), thread_cpu_seconds(), process_cpu_seconds_of(server.pid)
         frames0, t0 = dict(analysed), time.monotonic()
         done, _ = await asyncio.wait(tasks, timeout=seconds)
         for task in done:
@@ -376,7 +378,7 @@ async def run_front_end(
             streams=streams,
             analysed_fps_min=round(min(fps), 2),
             cpu_cores_by_stage=cores_by_stage(stages0, stages, wall),
-            rtsp_server_cores=round((process_cpu_seconds_of(rtsp.pid) - server0) / wall, 3),
+            rtsp_server_cores=round((process_cpu_seconds_of(server.pid) - server0) / wall, 3),
         )
     finally:
         for task in tasks:
@@ -470,7 +472,7 @@ def print_table(results: list[CaseResult], front_end: list[FrontEndResult]) -> N
         print(
             f"front end (decode + detection + tracking + crops, no model), {what}: {f.cpu_cores:.3f} cores "
             f"({f.cpu_cores / f.streams:.3f} per stream: {stages}) at {f.analysed_fps:.2f} analysed fps per stream "
-            f"(slowest {f.analysed_fps_min:.2f}); RTSP server {f.rtsp_server_cores:.3f}"
+            f"(slowest {f.analysed_fps_min:.2f}); stream server {f.rtsp_server_cores:.3f}"
         )
 
 
@@ -531,7 +533,7 @@ async def run_bench(
     seconds: float, warmup: float, out_dir: Path, video_dir: Path, front_end_seconds: float = 20.0,
     variants: dict[str, Config] | None = None, keyframe_every_s: float = 1.0, rounds: int = 1,
     variant_engines: dict[str, Engine] | None = None, front_end_streams: tuple[int, ...] = (1,),
-    model_only_seconds: float = 8.0,
+    model_only_seconds: float = 8.0, server_kind: str = "rtsp",
 ) -> list[CaseResult]:
     """Every (resolution, stream count) case, once per variant (config) and round, the
     variants of a case back to back so that they see the same machine (its speed drifts by
@@ -543,24 +545,24 @@ async def run_bench(
     results: list[CaseResult] = []
     front_end: list[FrontEndResult] = []
     with EmbeddedRedis() as redis_server:
-        rtsp = RtspServer(videos, out_dir, loop=True)
-        rtsp.start()
+        server = SERVERS[server_kind](videos, out_dir, loop=True)
+        server.start()
         try:
             for round_, res in itertools.product(range(rounds), resolutions):
                 if front_end_seconds > 0 and round_ == 0:
                     for n in front_end_streams:
                         print(f"... front end alone, {n} stream(s) at {res}: {front_end_seconds:.0f} s", flush=True)
-                        front_end.append(await run_front_end(cfg, rtsp, res, front_end_seconds, warmup, n))
+                        front_end.append(await run_front_end(cfg, server, res, front_end_seconds, warmup, n))
                 for n, (label, case_cfg) in itertools.product(streams, variants.items()):
                     name = " ".join(filter(None, [res, label, f"round {round_ + 1}/{rounds}" if rounds > 1 else ""]))
                     print(f"... {n} stream(s) at {name}: {warmup:.0f} s warm-up + {seconds:.0f} s", flush=True)
                     case_engine = (variant_engines or {}).get(label, engine)
                     case = await run_case(
-                        case_cfg, case_engine, rtsp, redis_server.url, n, res, seconds, warmup, label, model_only_seconds
+                        case_cfg, case_engine, server, redis_server.url, n, res, seconds, warmup, label, model_only_seconds
                     )
                     results.append(replace(case, round=round_))
         finally:
-            rtsp.stop()
+            server.stop()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     doc = {
         "benchmark": "pipeline",
@@ -570,6 +572,7 @@ async def run_bench(
         "analysis_fps": cfg.ingest.analysis_fps,
         "detect_every": cfg.detector.detect_every,
         "keyframe_every_s": keyframe_every_s,
+        "server": server_kind,
         "rounds": rounds,
         "peak_rss_mb_process": peak_rss_mb(),
         "front_end": [asdict(f) for f in front_end],
