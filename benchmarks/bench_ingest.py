@@ -26,10 +26,16 @@ side. `--engine own-stream,default-stream` also runs a ViT-B engine (torch fp16,
 graphs, random weights, `--engine-batch` crops a call) flat out on the GPU in a thread of
 the same process, as a GPU host does, and reports its crops/s: `own-stream` is
 TorchEngine as it is (its own non-blocking CUDA stream), `default-stream` puts its work
-on the legacy default stream that FFmpeg's CUDA copies use (TorchEngine before).
+on the legacy default stream that FFmpeg's CUDA copies use (TorchEngine before). The
+JSON also has each engine call's wall time and its thread's CPU time in it: what the
+call waited for (the GPU, the GIL, a core) is the difference. `--torch-threads` and
+`--switch-interval-ms` set the two process-wide knobs that decide how an engine thread
+fares beside busy decoders: torch's intra-op threads (the staging copy runs on them)
+and Python's GIL switch interval.
 
     .venv/bin/python benchmarks/bench_ingest.py [--seconds 20] [--analysis-fps 5] [--sizes 1280x720,1920x1080] \
-        [--hwaccel none,cuda,cuda-download-all] [--streams 1,16] [--engine none,own-stream,default-stream]
+        [--hwaccel none,cuda,cuda-download-all] [--streams 1,16] [--engine none,own-stream,default-stream] \
+        [--torch-threads N] [--switch-interval-ms MS]
 
 Prints a table and one JSON line; writes benchmarks/results/ingest.json (or --out).
 """
@@ -44,6 +50,7 @@ import multiprocessing as mp
 import os
 import platform
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,14 +177,23 @@ class EngineLoad:
         self.crops = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
         self.engine.infer(self.crops)  # CUDA graph capture, outside the window
         self.scored = 0
+        self.torch_threads = torch.get_num_threads()  # the staging copy runs on these
+        self.calls, self.call_s, self.call_cpu_s = 0, 0.0, 0.0  # the calls' wall time and the thread's CPU time in them
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine-load", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            wall, cpu = time.perf_counter(), time.thread_time()
             self.engine.infer(self.crops)
+            self.call_s += time.perf_counter() - wall
+            self.call_cpu_s += time.thread_time() - cpu
+            self.calls += 1
             self.scored += len(self.crops)
+
+    def totals(self) -> tuple[int, int, float, float]:
+        return self.scored, self.calls, self.call_s, self.call_cpu_s
 
     def close(self) -> None:
         self._stop.set()
@@ -219,7 +235,7 @@ async def receive(ports: list[int], seconds: float, analysis_fps: float, hwaccel
         cpu0, wall0, window_start = time.process_time(), time.monotonic(), time.time()
         decoded0 = [source.frames_decoded for source in sources]
         dropped0, skipped0 = sum(source.frames_dropped for source in sources), packets_skipped(sources)
-        scored0 = engine.scored if engine else 0
+        engine0 = engine.totals() if engine else (0, 0, 0.0, 0.0)
         deadline = wall0 + seconds
 
         async def analyse(queue: LatestQueue, converter: ThreadPoolExecutor, arrivals: list[tuple[float, float]]) -> None:
@@ -233,7 +249,7 @@ async def receive(ports: list[int], seconds: float, analysis_fps: float, hwaccel
 
         await asyncio.gather(*(analyse(q, c, a) for q, c, a in zip(queues, converters, got, strict=True)))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-        scored = (engine.scored - scored0) if engine else 0
+        scored, calls, call_s, call_cpu_s = (np.subtract(engine.totals(), engine0) if engine else (0, 0, 0.0, 0.0))
     finally:
         for task in tasks:
             task.cancel()
@@ -251,6 +267,9 @@ async def receive(ports: list[int], seconds: float, analysis_fps: float, hwaccel
         "skipped": packets_skipped(sources) - skipped0,
         "hw_decoding": [s.hw_decoding for s in sources],
         "engine_crops_per_s": scored / wall,
+        # per engine call: its wall time, and the CPU time of its thread in it (the rest is waiting: GPU, GIL, cores)
+        "engine_ms_per_call": 1000 * call_s / calls if calls else None,
+        "engine_cpu_ms_per_call": 1000 * call_cpu_s / calls if calls else None,
     }
 
 
@@ -290,6 +309,10 @@ def bench_one(width: int, height: int, seconds: float, analysis_fps: float, hwac
         "engine": engine,
         "engine_batch": engine_batch if load else None,
         "engine_crops_per_s": round(run["engine_crops_per_s"], 1) if load else None,
+        "engine_ms_per_call": run["engine_ms_per_call"] and round(run["engine_ms_per_call"], 2),
+        "engine_cpu_ms_per_call": run["engine_cpu_ms_per_call"] and round(run["engine_cpu_ms_per_call"], 2),
+        "torch_threads": load.torch_threads if load else None,
+        "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "fps": FPS,
         "analysis_fps": analysis_fps,
         "seconds": seconds,
@@ -319,9 +342,18 @@ def main() -> None:
     parser.add_argument("--streams", default="1", help="streams at once in this process, e.g. 1,16 (each its own sender)")
     parser.add_argument("--engine", default="none", help=f"a CUDA engine beside the streams, of {', '.join(ENGINES)}")
     parser.add_argument("--engine-batch", type=int, default=64, help="crops per engine call")
+    parser.add_argument("--torch-threads", type=int, help="torch's intra-op threads for the engine (default: torch's)")
+    parser.add_argument("--switch-interval-ms", type=float,
+                        help="Python's GIL switch interval (default 5 ms): how long a thread waiting for the GIL waits")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     for name, values, allowed in (("--hwaccel", args.hwaccel, HWACCEL_MODES), ("--engine", args.engine, ENGINES)):
         if unknown := set(values.split(",")) - set(allowed):
             parser.error(f"{name}: unknown {', '.join(sorted(unknown))} (of {', '.join(allowed)})")
@@ -330,7 +362,7 @@ def main() -> None:
              for engine in args.engine.split(",") for mode in args.hwaccel.split(",")]
     results = [bench_one(w, h, args.seconds, args.analysis_fps, mode, n, engine, args.engine_batch)
                for w, h, mode, n, engine in tqdm(cases, desc="cases")]
-    head = (f"{'resolution':<10} {'streams':>7} {'decoder':>23} {'engine':>14} {'crops/s':>7} {'cpu (1 core)':>12} "
+    head = (f"{'resolution':<10} {'streams':>7} {'decoder':>23} {'engine':>14} {'crops/s':>7} {'call ms (cpu)':>13} {'cpu (1 core)':>12} "
             f"{'per stream':>10} {'decode fps':>10} {'analysed fps':>12} {'start s':>7} {'p50 ms':>7} {'p99 ms':>7} "
             f"{'max ms':>7} {'worst at s':>10} {'>500 ms':>7} {'frames':>6}")
     print("\n" + head)
@@ -338,8 +370,9 @@ def main() -> None:
         low, high = r["analysed_fps_per_stream"]
         decoder = f"{'GPU' if r['decoded_on_gpu'] else 'CPU'} ({r['hwaccel']})"
         crops = "" if r["engine_crops_per_s"] is None else f"{r['engine_crops_per_s']:.0f}"
+        call = "" if r["engine_ms_per_call"] is None else f"{r['engine_ms_per_call']:.1f} ({r['engine_cpu_ms_per_call']:.1f})"
         print(
-            f"{r['resolution']:<10} {r['streams']:>7} {decoder:>23} {r['engine']:>14} {crops:>7} "
+            f"{r['resolution']:<10} {r['streams']:>7} {decoder:>23} {r['engine']:>14} {crops:>7} {call:>13} "
             f"{r['cpu_share_of_one_core']:>12.1%} {r['cpu_per_stream']:>10.1%} {r['decode_fps']:>10.1f} "
             f"{f'{low:.2f}-{high:.2f}':>12} {r['startup_s']:>7.2f} {r['latency_ms_p50']:>7.1f} "
             f"{r['latency_ms_p99']:>7.1f} {r['latency_ms_max']:>7.1f} {r['worst_at_s']:>10.2f} "
