@@ -333,6 +333,9 @@ class Pipeline:
 
     async def start(self) -> None:
         limit_numpy_blas_threads()
+        prepare = getattr(self.engine, "prepare", None)
+        if prepare is not None:  # before any stream starts (Engine: why)
+            await asyncio.to_thread(prepare, self.cfg.batcher.max_batch)
         await self.batcher.start()
         for stream in self.cfg.streams:
             self.add_stream(stream)

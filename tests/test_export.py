@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import threading
 
 import numpy as np
 import onnx
@@ -129,6 +130,42 @@ def test_torch_cuda_is_close_to_fp32(loaded, crops, reference, precision, graphs
         assert np.abs(p_fake - reference[0][:n]).max() < 0.02
         assert cosine(embedding, reference[1][:n]).min() > 0.99
     assert next(loaded.model.parameters()).device.type == "cpu"  # the caller's model is untouched
+
+
+@no_cuda
+def test_prepared_cuda_graphs_replay_while_other_threads_use_the_gpu(loaded, crops, reference):
+    """A GPU host's decoding threads (NVDEC) keep calling CUDA while the engine runs. A graph
+    captured beside them was invalidated by their calls and its batch failed (runs 9 and 10 on
+    the H200), so `prepare` captures every bucket up to max_batch before streams start, and
+    the engine only replays them while the other thread works."""
+    engine = TorchEngine(loaded, "fp16", device="cuda", cuda_graphs=True)
+    engine.prepare(12)
+    assert engine._graphs is not None and sorted(engine._graphs) == [1, 2, 4, 8, 16]
+    stop, working, errors = threading.Event(), threading.Event(), []
+
+    def decoder_like() -> None:  # copies on the legacy default stream, a device-wide wait, as FFmpeg's do
+        try:
+            host = torch.zeros(1 << 20, dtype=torch.uint8).pin_memory()
+            while not stop.is_set():
+                device = host.to("cuda", non_blocking=True)
+                torch.cuda.synchronize()
+                host.copy_(device)
+                working.set()
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+            working.set()
+
+    thread = threading.Thread(target=decoder_like)
+    thread.start()
+    try:
+        assert working.wait(30)
+        results = {n: engine.infer(crops[:n]) for n in (3, 12)}  # buckets 4 and 16, replayed
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors and sorted(engine._graphs) == [1, 2, 4, 8, 16]  # nothing captured meanwhile
+    for n, (p_fake, _) in results.items():
+        assert np.abs(p_fake - reference[0][:n]).max() < 0.02
 
 
 @no_cuda

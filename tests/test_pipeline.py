@@ -8,6 +8,7 @@ import io
 import threading
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from PIL import Image
@@ -148,3 +149,41 @@ async def test_the_next_frame_is_detected_while_the_model_scores_this_one(sample
         engine.gate.set()
         await pipeline.close()
         await sink.close(timeout=10)
+
+
+class PreparedEngine(HeldEngine):
+    """The real tiny engine (gate open) that records, when the pipeline prepares it, which streams were running."""
+
+    def __init__(self, inner: TorchEngine, pipeline_of: list[Pipeline]):
+        super().__init__(inner)
+        self.gate.set()
+        self.pipeline_of = pipeline_of
+        self.prepared: list[tuple[int, list[str]]] = []
+
+    def prepare(self, max_batch: int) -> None:
+        self.prepared.append((max_batch, sorted(self.pipeline_of[0].workers)))
+
+
+async def test_the_engine_is_prepared_for_max_batch_before_any_stream_starts(sample_video, fresh_redis, tiny_engine):
+    """TorchEngine captures its CUDA graphs in `prepare`: beside live NVDEC decoders a capture failed."""
+    pipeline_of: list[Pipeline] = []
+    engine = PreparedEngine(tiny_engine, pipeline_of)
+    cfg = config(sample_video, fresh_redis.url)
+    cfg.streams[0].name = "prepared"
+    cfg.batcher.max_batch = 24
+    sink = RedisSink(cfg.redis, fresh_redis.url)
+    await sink.start()
+    pipeline = Pipeline(cfg, engine, sink)
+    pipeline_of.append(pipeline)
+    await pipeline.start()
+    try:
+        assert engine.prepared == [(24, [])]  # once, with the batcher's limit, before the stream existed
+        await wait_until(lambda: engine.calls >= 1, 30, "a batch scored")
+    finally:
+        await pipeline.close()
+        await sink.close(timeout=10)
+
+
+def test_torch_on_the_cpu_has_nothing_to_prepare(tiny_engine):
+    tiny_engine.prepare(64)  # no CUDA graphs: returns at once, and the engine still scores
+    assert tiny_engine.infer(np.zeros((2, 224, 224, 3), np.uint8))[0].shape == (2,)

@@ -35,7 +35,9 @@ class Engine(Protocol):
     embed_dim: int
     input_size: int  # crops are input_size x input_size
     concurrency: int  # infer calls worth running at once: the batcher keeps this many batches in flight
-    # Optional: `warm_seconds_per_crop`, set by `warm_up` (open_engine does), the batcher's first forecast.
+    # Optional: `warm_seconds_per_crop`, set by `warm_up` (open_engine does), the batcher's first forecast;
+    # `prepare(max_batch)`, which the pipeline calls before any stream starts, for work that must not
+    # run beside live decoders (TorchEngine captures its CUDA graphs).
 
     def infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops uint8 [N, S, S, 3] RGB -> (p_fake float32 [N], embedding float32 [N, D])."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 
 import numpy as np
 import torch
@@ -150,6 +151,27 @@ class TorchEngine:
                     p_fake, embedding = self._scorer(x)
             return p_fake.cpu().numpy(), embedding.cpu().numpy()
 
+    def prepare(self, max_batch: int) -> None:
+        """Capture the CUDA graph of every bucket a batch of up to `max_batch` crops runs in, now.
+
+        Why: the pipeline calls this before any stream starts. A capture beside live NVDEC
+        decoders was invalidated by their CUDA calls (cudaErrorStreamCaptureInvalidated) and
+        the batch failed: on the H200, with every stream's first batch capturing its bucket,
+        all 16 streams failed in the default capture mode and 6 of 16 and 11 of 64 in the
+        thread-local one (benchmarks/results/gpu-h200-20261204, runs 9 and 10). Captured up
+        front, a graph is only replayed while streams run. A no-op without CUDA graphs.
+        """
+        if self._graphs is None or self._scorer is None:
+            return
+        started = time.perf_counter()
+        largest = graph_bucket(min(max(1, max_batch), CUDA_GRAPH_BUCKETS[-1]))
+        buckets = [b for b in CUDA_GRAPH_BUCKETS if b <= largest]
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
+            for bucket in buckets:
+                self._graph(bucket)
+        log.info("captured CUDA graphs for batches of %s crops in %.1f s", ", ".join(map(str, buckets)),
+                 time.perf_counter() - started)
+
     def close(self) -> None:
         self._scorer = None
         self._graphs = None
@@ -196,7 +218,10 @@ class TorchEngine:
                     self._scorer(static_in)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the default (global) mode forbids every thread of the process the calls
+            # unsafe during capture, so a decoding thread's NVDEC call failed then; `prepare` still
+            # captures before any decoder starts, since their device-wide waits can invalidate a capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = self._scorer(static_in)
             self._graphs[bucket] = (graph, static_in, static_out)
             log.debug("captured a CUDA graph for batch %d", bucket)
