@@ -50,6 +50,7 @@ BATCH_SIZE = Histogram(
     "streamguard_batch_size", "Crops per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY
 )
 INFER_SECONDS = Histogram("streamguard_infer_seconds", "Model call duration", registry=REGISTRY)
+ENGINE_FAILURES = Counter("streamguard_engine_failures", "Model calls that raised (their crops went unscored)", registry=REGISTRY)
 SCORE_LATENCY = Histogram(
     "streamguard_score_latency_seconds",
     "Frame arrival to score",

@@ -30,7 +30,7 @@ from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
-from streamguard.inference.batcher import CropsDropped, Member, MicroBatcher
+from streamguard.inference.batcher import CropsDropped, EngineFailed, Member, MicroBatcher
 from streamguard.inference.engine import Engine
 from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
@@ -186,7 +186,7 @@ class StreamWorker:
                 )
                 try:
                     p_fake, embeddings = await scoring
-                except CropsDropped:
+                except (CropsDropped, EngineFailed):  # unscored (counted, and the engine's error logged)
                     pass
                 else:
                     self._score(frame, faces, p_fake, embeddings, stage)

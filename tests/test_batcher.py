@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from streamguard.config import BatcherConfig
-from streamguard.inference import BatcherClosed, CropsDropped, MicroBatcher
+from streamguard import metrics
+from streamguard.inference import BatcherClosed, CropsDropped, EngineFailed, MicroBatcher
 from streamguard.inference.engine import warm_up
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.metrics import REGISTRY
@@ -162,8 +163,10 @@ async def test_engine_error_fails_only_that_batch(torch_engine):
         good_before = asyncio.create_task(batcher.infer(make_crops(2, 0)))
         bad = asyncio.create_task(batcher.infer(make_crops(2, 1, first_pixel=255)))
         good_after = asyncio.create_task(batcher.infer(make_crops(2, 2)))
-        with pytest.raises(RuntimeError, match="poisoned batch"):
+        failures = metrics.ENGINE_FAILURES._value.get()
+        with pytest.raises(EngineFailed, match="the engine failed on a batch of 2 crops: RuntimeError..poisoned batch") as failed:
             await asyncio.wait_for(bad, TIMEOUT)
+        assert isinstance(failed.value.__cause__, RuntimeError) and metrics.ENGINE_FAILURES._value.get() == failures + 1
         for task in (good_before, good_after):
             p_fake, _ = await asyncio.wait_for(task, TIMEOUT)
             assert p_fake.shape == (2,)

@@ -187,3 +187,37 @@ async def test_the_engine_is_prepared_for_max_batch_before_any_stream_starts(sam
 def test_torch_on_the_cpu_has_nothing_to_prepare(tiny_engine):
     tiny_engine.prepare(64)  # no CUDA graphs: returns at once, and the engine still scores
     assert tiny_engine.infer(np.zeros((2, 224, 224, 3), np.uint8))[0].shape == (2,)
+
+
+class FailingFirstEngine(HeldEngine):
+    """The real tiny engine (gate open) whose first `failures` calls raise, as a CUDA error would."""
+
+    def __init__(self, inner: TorchEngine, failures: int):
+        super().__init__(inner)
+        self.gate.set()
+        self.failures = failures
+
+    def infer(self, crops):
+        if self.calls < self.failures:
+            self.calls += 1
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().infer(crops)
+
+
+async def test_a_failing_engine_call_leaves_its_crops_unscored_and_the_stream_running(sample_video, fresh_redis, tiny_engine):
+    engine = FailingFirstEngine(tiny_engine, failures=2)
+    cfg = config(sample_video, fresh_redis.url)
+    cfg.streams[0].name = "survives"
+    failures = metrics.ENGINE_FAILURES._value.get()
+    sink = RedisSink(cfg.redis, fresh_redis.url)
+    await sink.start()
+    pipeline = Pipeline(cfg, engine, sink)
+    await pipeline.start()
+    try:
+        worker = pipeline.workers["survives"]
+        await wait_until(lambda: engine.calls >= 5, 30, "calls after the two that failed")
+        assert metrics.ENGINE_FAILURES._value.get() - failures == 2
+        assert worker.error is None and not pipeline._tasks["survives"].done()  # the stream goes on
+    finally:
+        await pipeline.close()
+        await sink.close(timeout=10)

@@ -13,11 +13,14 @@ shared out evenly so that all of them compute.
 
 Under overload the newest frames matter most (this is live video): when more than
 `queue_size` crops wait, whole requests are failed oldest first with `CropsDropped`.
+An engine call that raises fails only its own batch's requests, with `EngineFailed`;
+the next batch is tried afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 from collections import deque
@@ -28,14 +31,23 @@ import numpy as np
 
 from streamguard.config import BatcherConfig
 from streamguard.inference.engine import Engine, check_crops
-from streamguard.metrics import BATCH_SIZE, CROP_QUEUE_DEPTH, CROPS_DROPPED, INFER_SECONDS
+from streamguard.metrics import BATCH_SIZE, CROP_QUEUE_DEPTH, CROPS_DROPPED, ENGINE_FAILURES, INFER_SECONDS
+
+log = logging.getLogger(__name__)
 
 
 RECENT_CALLS = 5  # engine calls the forecast's time per crop is the median of
+FAILURE_LOG_INTERVAL_S = 30.0  # a failing engine is logged once, then at most this often with a count
 
 
 class CropsDropped(Exception):
     """The request's crops were dropped unscored: the model queue was full."""
+
+
+class EngineFailed(Exception):
+    """The engine call that held the request's crops raised (its error is the cause): the crops
+    are unscored. A stream goes on with its next frame; one failed call (a CUDA error, say)
+    must not end every stream that had a crop in it."""
 
 
 class BatcherClosed(Exception):
@@ -113,6 +125,8 @@ class MicroBatcher:
         self._recent_per_crop: deque[float] = deque([warm] if warm else [], maxlen=RECENT_CALLS)
         self._dry = asyncio.Event()  # set while a worker is free and no crop waits (see sleep_until)
         self._dry.set()
+        self._failures_unlogged = 0
+        self._failure_logged_at: float | None = None
 
     async def start(self) -> None:
         if self._task is not None or self._closed:
@@ -373,9 +387,13 @@ class MicroBatcher:
         try:
             p_fake, embedding, seconds = await loop.run_in_executor(self._executor, self._timed_infer, crops)
         except Exception as err:  # the engine failed: only this batch's callers hear of it
+            ENGINE_FAILURES.inc()
+            self._log_failure(err, len(crops))
             for s in batch:
                 if not s.request.future.done():
-                    s.request.future.set_exception(err)
+                    failed = EngineFailed(f"the engine failed on a batch of {len(crops)} crops: {err!r}")
+                    failed.__cause__ = err
+                    s.request.future.set_exception(failed)
             return
         per_crop = seconds / len(crops)
         self._recent_per_crop.append(per_crop)
@@ -388,6 +406,19 @@ class MicroBatcher:
             row += n
             if request.scored == len(request.crops) and not request.future.done():
                 request.future.set_result((request.p_fake, request.embedding))
+
+    def _log_failure(self, err: Exception, crops: int) -> None:
+        """The first failure with its traceback; after that one line per FAILURE_LOG_INTERVAL_S with a count."""
+        now = time.monotonic()
+        self._failures_unlogged += 1
+        if self._failure_logged_at is None:
+            log.error("the engine failed on a batch of %d crops; those crops go unscored", crops, exc_info=err)
+        elif now - self._failure_logged_at >= FAILURE_LOG_INTERVAL_S:
+            log.error("the engine failed on %d more batches in the last %.0f s, the latest: %r",
+                      self._failures_unlogged, now - self._failure_logged_at, err)
+        else:
+            return
+        self._failure_logged_at, self._failures_unlogged = now, 0
 
     def _timed_infer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Runs in a worker thread: (p_fake, embedding, seconds the call took)."""
