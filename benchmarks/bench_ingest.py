@@ -72,6 +72,7 @@ from streamguard.ingest import source as source_module
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.types import Frame
 from streamguard.samples import render_frame
+from streamguard.testing.flv_server import SocketFile
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard"
 RESULTS = Path(__file__).with_name("results") / "ingest.json"
@@ -111,17 +112,6 @@ def make_clip(width: int, height: int) -> Path:
     return path
 
 
-class _SocketFile:
-    """The file object PyAV's FLV muxer writes to: a connected socket."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-
-    def write(self, data: bytes) -> int:
-        self.conn.sendall(data)
-        return len(data)
-
-
 def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue) -> None:
     """Sender process: accept one client, play the clip (looped) in real time as FLV until the
     client hangs up; report send times."""
@@ -134,7 +124,7 @@ def serve_clip(clip: str, seconds: float, ports: mp.Queue, sent_times: mp.Queue)
             conn, _ = server.accept()
         sent: dict[int, float] = {}  # stream ms -> unix time its last byte was sent
         # no_duration_filesize: the FLV trailer must not seek back (a socket cannot)
-        out = av.open(_SocketFile(conn), "w", format="flv", options={"flush_packets": "1", "flvflags": "no_duration_filesize"})
+        out = av.open(SocketFile(conn), "w", format="flv", options={"flush_packets": "1", "flvflags": "no_duration_filesize"})
         stream = out.add_stream_from_template(video)
         start = time.monotonic() + 0.1
         frame = 0

@@ -62,7 +62,7 @@ def load_clip(path: str) -> Clip:
     return Clip(path, time_base, packets, packets[-1][1] - packets[0][1] + step)
 
 
-class _SocketFile:
+class SocketFile:
     """The file object PyAV's FLV muxer writes to: a connected socket."""
 
     def __init__(self, conn: socket.socket) -> None:
@@ -79,7 +79,7 @@ def play(clip: Clip, conn: socket.socket, loop: bool, stop: threading.Event) -> 
     try:
         with av.open(clip.path) as src:  # the template for the FLV stream's codec parameters
             # no_duration_filesize: the FLV trailer must not seek back (a socket cannot)
-            out = av.open(_SocketFile(conn), "w", format="flv",
+            out = av.open(SocketFile(conn), "w", format="flv",
                           options={"flush_packets": "1", "flvflags": "no_duration_filesize"})
             stream = out.add_stream_from_template(src.streams.video[0])
         start = time.monotonic() + 0.05
