@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
+from streamguard.supervisor import READY_FILE_ENV  # noqa: E402
 
 log = logging.getLogger("streamguard")
 
@@ -118,6 +119,8 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
         pipeline = Pipeline(cfg, engine, sink)
         server = HttpServer(cfg, pipeline) if cfg.http.bind else None
         await pipeline.start()
+        if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
+            Path(ready).touch()
         try:
             if server:
                 await server.start()
@@ -160,6 +163,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not streams and cfg.http.bind is None:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
+    if args.processes != 1:
+        from streamguard.supervisor import supervise
+
+        return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
 
 
@@ -201,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="analyse live streams and publish alerts to Redis")
     run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
+    run.add_argument("--processes", type=int, default=1, metavar="N",
+                     help="split the streams across N worker processes, each with its own engine (one process "
+                     "carries some 16-32 streams: its GIL); restarted if one dies. Not with --http")
     _add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 

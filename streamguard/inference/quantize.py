@@ -115,7 +115,11 @@ def cached_int8(loaded: LoadedModel, cache_dir: Path | None = None) -> Path:
     log.info("building the int8 onnxruntime engine for %s (digest %s), once: %s", loaded.meta.name, loaded.meta.digest, path)
     try:
         fp32 = export_onnx(loaded, work / "fp32.onnx")
-        quantize_onnx(fp32, path)
+        built = quantize_onnx(fp32, work / path.name)
+        # Into place whole, the engine first and its sidecar last (a reader wants both): several
+        # processes starting at once (`run --processes`) may each build it, and none reads half of one.
+        os.replace(built, path)
+        os.replace(sidecar_path(built), sidecar_path(path))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
