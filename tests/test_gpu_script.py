@@ -23,6 +23,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
         "OUT": str(tmp_path), "DEVICE": "cpu", "ARCH": "tiny", "BATCHES": "1,2", "REPEATS": "1",
         "INGEST_SECONDS": "4", "SIZES": "320x240", "MANY": "2", "MANY_SIZE": "320x240",
         "PIPE_RES": "720p", "PIPE_STREAMS": "1", "PIPE_SECONDS": "3", "PIPE_WARMUP": "3", "PIPE_FRONT_SECONDS": "2",
+        "PROC_STREAMS": "2", "PROCESSES": "2",
     }
     run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -42,6 +43,8 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
     pipeline = json.loads(pipeline_json.read_text())
     assert pipeline["server"] == "flv" and pipeline["engine"]["name"] == "fsfm-vit-tiny"
     assert pipeline["results"][0]["crops_per_s"] > 0 and pipeline["front_end"][0]["analysed_fps_min"] > 0
+    (case,) = json.loads((tmp_path / "processes-cpu.json").read_text())["results"]  # 2 streams in 2 workers
+    assert (case["streams"], case["processes"], case["streams_silent"]) == (2, 2, 0) and case["analysed_fps_per_stream"][0] > 3
     assert "all steps passed" in run.stdout
 
 
