@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
-                     "carries some 16-32 streams: its GIL); restarted if one dies. Not with --http")
+                     "carries some 16-32 streams: its GIL); restarted if one dies. With --http HOST:PORT, worker i "
+                     "serves its API on PORT+i")
     _add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 

@@ -14,8 +14,9 @@ models do not all load at once), forwards SIGINT/SIGTERM to all, and waits for t
 A worker that dies (a signal, a crash) is started again after a back-off (1 s doubling
 to 30 s, reset after a minute of running); one that ends by itself (its streams ended,
 `--duration`, or bad input: exit 2 or 3) is not. Each worker's log lines come out with
-its number in front. Not with `--http`: the control API, WHIP ingest and /metrics
-belong to one process, and routing them to the workers is not built.
+its number in front. With `--http HOST:PORT`, worker i serves its own control API, WHIP
+ingest and /metrics on PORT + i (a stream added there runs in that worker; scrape every
+port): one front door that routes to the workers is not built.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from streamguard.config import Config, StreamConfig
+from streamguard.config import Config, StreamConfig, parse_bind
 from streamguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,25 @@ STEADY_S = 60.0  # a worker that ran this long starts its next back-off from the
 NO_RESTART = (0, 2, 3)  # done, bad input, streams failed: starting again would end the same way
 
 
-def shares(streams: list[StreamConfig], processes: int) -> list[list[StreamConfig]]:
-    """`streams` dealt round-robin to at most `processes` workers (none gets an empty share)."""
+def shares(streams: list[StreamConfig], processes: int, allow_empty: bool = False) -> list[list[StreamConfig]]:
+    """`streams` dealt round-robin to `processes` workers; without `allow_empty` (streams only
+    from the config: no API to add more) to no more workers than there are streams."""
     if processes < 1:
         raise ConfigError(f"--processes must be >= 1, got {processes}")
-    n = min(processes, len(streams))
+    n = processes if allow_empty else min(processes, len(streams))
     return [streams[i::n] for i in range(n)]
+
+
+def worker_binds(bind: str | None, processes: int) -> list[str | None]:
+    """Each worker's HTTP address: HOST:PORT+i (a fixed port: the ports must be known to be used)."""
+    if bind is None:
+        return [None] * processes
+    host, port = parse_bind(bind)
+    if port == 0:
+        raise ConfigError("--processes with --http needs a fixed port (worker i serves on PORT + i), not port 0")
+    if port + processes - 1 > 65535:
+        raise ConfigError(f"--http {bind}: {processes} workers need ports {port}-{port + processes - 1}, past 65535")
+    return [f"[{host}]:{port + i}" if ":" in host else f"{host}:{port + i}" for i in range(processes)]
 
 
 class Worker:
@@ -125,19 +139,18 @@ class Worker:
         return await proc.wait()
 
 
-def worker_config(cfg: Config, streams: list[StreamConfig]) -> dict:
-    """The config a worker runs: this one with its share of the streams (a plain dict, for YAML)."""
-    return cfg.model_copy(update={"streams": streams}).model_dump(mode="json")
+def worker_config(cfg: Config, streams: list[StreamConfig], bind: str | None = None) -> dict:
+    """The config a worker runs: this one with its share of the streams and its HTTP address (a plain dict, for YAML)."""
+    http = cfg.http.model_copy(update={"bind": bind})
+    return cfg.model_copy(update={"streams": streams, "http": http}).model_dump(mode="json")
 
 
 async def supervise(cfg: Config, processes: int, duration: float | None, log_level: str) -> int:
     """Run the streams of `cfg` in `processes` workers until all end or we are stopped; the worst exit code."""
     from streamguard.alerts.embedded_redis import EmbeddedRedis
 
-    if cfg.http.bind is not None:
-        raise ConfigError("--processes runs without --http for now: the control API, WHIP and /metrics "
-                          "belong to one process; run one streamguard per HTTP port instead")
-    groups = shares(cfg.streams, processes)
+    groups = shares(cfg.streams, processes, allow_empty=cfg.http.bind is not None)
+    binds = worker_binds(cfg.http.bind, len(groups))
     embedded: EmbeddedRedis | None = None
     if cfg.redis.url is None:  # one Redis for all workers, as a lone process would have started for itself
         embedded = EmbeddedRedis().start()
@@ -152,12 +165,13 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
     workers: list[Worker] = []
     try:
         with tempfile.TemporaryDirectory(prefix="streamguard-workers-") as folder:  # 0700: configs may hold secrets
-            for i, group in enumerate(groups):
+            for i, (group, bind) in enumerate(zip(groups, binds, strict=True)):
                 path = Path(folder) / f"worker{i}.yaml"
-                path.write_text(yaml.safe_dump(worker_config(cfg, group), sort_keys=False))
+                path.write_text(yaml.safe_dump(worker_config(cfg, group, bind), sort_keys=False))
                 workers.append(Worker(i, path, Path(folder) / f"worker{i}.ready", args))
-            log.info("%d stream(s) in %d worker process(es): %s", len(cfg.streams), len(workers),
-                     "; ".join(f"worker {w.index}: {', '.join(s.name for s in g)}" for w, g in zip(workers, groups)))
+            log.info("%d stream(s) in %d worker process(es): %s", len(cfg.streams), len(workers), "; ".join(
+                f"worker {w.index}: {', '.join(s.name for s in g) or 'no streams'}{f' (HTTP on {b})' if b else ''}"
+                for w, g, b in zip(workers, groups, binds, strict=True)))
             first, rest = workers[0], workers[1:]
             await first.start()
             runs.append(asyncio.create_task(first.run(), name="worker-0"))
