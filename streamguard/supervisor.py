@@ -87,11 +87,11 @@ class Worker:
         )
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
 
-    async def wait_ready(self, timeout: float) -> bool:
-        """True once the worker's pipeline runs; False if it exited first or `timeout` passed."""
+    async def wait_ready(self, timeout: float, stopping: asyncio.Event) -> bool:
+        """True once the worker's pipeline runs; False if it exited first, `stopping` was set or `timeout` passed."""
         deadline = time.monotonic() + timeout
-        while not self.ready_path.exists():
-            if self.proc is None or self.proc.returncode is not None or time.monotonic() > deadline:
+        while not self.ready_path.exists():  # a file the worker touches: polled, as nothing else signals it
+            if self.proc is None or self.proc.returncode is not None or stopping.is_set() or time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.1)
         return True
@@ -175,7 +175,7 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
             first, rest = workers[0], workers[1:]
             await first.start()
             runs.append(asyncio.create_task(first.run(), name="worker-0"))
-            if not await first.wait_ready(READY_TIMEOUT_S) and not stopping.is_set():
+            if not await first.wait_ready(READY_TIMEOUT_S, stopping) and not stopping.is_set():
                 log.warning("worker 0 did not get ready within %.0f s or ended; starting the others anyway", READY_TIMEOUT_S)
             for worker in rest:
                 if stopping.is_set():
@@ -198,6 +198,8 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
             stop_wait.cancel()
             codes = await all_done
     finally:
+        for worker in workers:  # only if we failed ourselves: by now every worker has exited otherwise
+            worker.kill()
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)

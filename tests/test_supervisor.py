@@ -163,3 +163,24 @@ def test_a_worker_that_dies_is_started_again_and_all_stop_on_sigterm(rtsp_server
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_first_worker_loads_stops_everything_without_starting_the_rest(redis_server, tmp_path):
+    cfg, _, _ = keys_config(tmp_path)
+    proc = subprocess.Popen(
+        [STREAMGUARD, "run", "--processes", "2", "--stream", "a=nothing-a.mp4", "--stream", "b=nothing-b.mp4",
+         "--redis-url", redis_server.url, "--config", str(cfg), "--arch", "tiny"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    lines = Lines(proc)
+    try:
+        lines.wait_for(r"worker 0 started", 60)
+        proc.send_signal(signal.SIGTERM)
+        lines.wait_for(r"workers ended: exit codes \[-?\d+\], 0 restart\(s\)", 60)  # one worker: 1 never started
+        assert proc.wait(timeout=30) != 0
+        assert not any("worker 1 started" in line for line in lines.seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
