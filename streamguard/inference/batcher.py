@@ -389,9 +389,10 @@ class MicroBatcher:
         except Exception as err:  # the engine failed: only this batch's callers hear of it
             ENGINE_FAILURES.inc()
             self._log_failure(err, len(crops))
+            message = f"the engine failed on a batch of {len(crops)} crops: {err!r}"
             for s in batch:
                 if not s.request.future.done():
-                    failed = EngineFailed(f"the engine failed on a batch of {len(crops)} crops: {err!r}")
+                    failed = EngineFailed(message)  # one each: a raised exception collects its own traceback
                     failed.__cause__ = err
                     s.request.future.set_exception(failed)
             return
