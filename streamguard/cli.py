@@ -119,11 +119,11 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
         pipeline = Pipeline(cfg, engine, sink)
         server = HttpServer(cfg, pipeline) if cfg.http.bind else None
         await pipeline.start()
-        if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
-            Path(ready).touch()
         try:
             if server:
                 await server.start()
+            if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
+                _write_whole(Path(ready), server.url if server else "")
             # With the API on, streams come and go: keep running with none until stopped.
             await pipeline.wait(stop, duration, until_idle=server is None)
         finally:
@@ -154,6 +154,13 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
         log.error("%d of %d stream(s) failed", len(failed), len(reports))
         return EXIT_STREAM_FAILED
     return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `text` so that a reader sees the file whole or not at all."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -208,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
-                     "carries some 16-32 streams: its GIL); restarted if one dies. With --http HOST:PORT, worker i "
-                     "serves its API on PORT+i")
+                     "carries some 16-32 streams: its GIL); restarted if one dies. --http then serves one API for all")
     _add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 

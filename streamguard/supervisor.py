@@ -6,7 +6,8 @@ one process, 32 at 83% of it, and 64 collapsed to 0.5-1.25 fps with 14 of 16 cor
 idle (docs/benchmarks.md), while the GPU's model could serve hundreds. Each worker is a
 plain `streamguard run` on its share of the streams (round-robin), with its own engine
 (on a GPU they share the device) and the same Redis, so alerts look the same whichever
-worker found them.
+worker found them. With `--http HOST:PORT` the supervisor serves one front door there
+(server/front_door.py) and each worker its API on a loopback port of its own.
 
 Lifetimes: the supervisor owns its workers. It starts the first one alone and the rest
 once the first is ready (its engine open, so an int8 engine is built once and the
@@ -14,9 +15,8 @@ models do not all load at once), forwards SIGINT/SIGTERM to all, and waits for t
 A worker that dies (a signal, a crash) is started again after a back-off (1 s doubling
 to 30 s, reset after a minute of running); one that ends by itself (its streams ended,
 `--duration`, or bad input: exit 2 or 3) is not. Each worker's log lines come out with
-its number in front. With `--http HOST:PORT`, worker i serves its own control API, WHIP
-ingest and /metrics on PORT + i (a stream added there runs in that worker; scrape every
-port): one front door that routes to the workers is not built.
+its number in front. A worker is ready once its pipeline runs and its API listens: it
+writes that API's URL (or nothing, without --http) to a file the supervisor names.
 """
 
 from __future__ import annotations
@@ -28,16 +28,18 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
 
-from streamguard.config import Config, StreamConfig, parse_bind
+from streamguard.config import Config, StreamConfig
 from streamguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-READY_FILE_ENV = "STREAMGUARD_READY_FILE"  # a worker touches this file once its pipeline runs
+READY_FILE_ENV = "STREAMGUARD_READY_FILE"  # a worker writes its API's URL (or "") here once it runs
+WORKER_BIND = "127.0.0.1:0"  # behind the front door: loopback, a port the OS picks
 READY_TIMEOUT_S = 600.0  # the first worker's engine may be built (export + quantize) before it is ready
 STOP_GRACE_S = 20.0  # after SIGTERM, how long a worker may take to publish what it holds and exit
 BACKOFF_S = (1.0, 30.0)  # a restarted worker's first and longest wait
@@ -54,27 +56,19 @@ def shares(streams: list[StreamConfig], processes: int, allow_empty: bool = Fals
     return [streams[i::n] for i in range(n)]
 
 
-def worker_binds(bind: str | None, processes: int) -> list[str | None]:
-    """Each worker's HTTP address: HOST:PORT+i (a fixed port: the ports must be known to be used)."""
-    if bind is None:
-        return [None] * processes
-    host, port = parse_bind(bind)
-    if port == 0:
-        raise ConfigError("--processes with --http needs a fixed port (worker i serves on PORT + i), not port 0")
-    if port + processes - 1 > 65535:
-        raise ConfigError(f"--http {bind}: {processes} workers need ports {port}-{port + processes - 1}, past 65535")
-    return [f"[{host}]:{port + i}" if ":" in host else f"{host}:{port + i}" for i in range(processes)]
-
-
 class Worker:
     """One `streamguard run` child on a share of the streams; restarted by `run` if it dies."""
 
-    def __init__(self, index: int, config_path: Path, ready_path: Path, args: list[str]) -> None:
+    def __init__(self, index: int, config_path: Path, ready_path: Path, args: list[str],
+                 on_ready: Callable[[int, str], Awaitable[None]] | None = None, on_exit: Callable[[int], None] | None = None) -> None:
         self.index = index
         self.config_path = config_path
         self.ready_path = ready_path
         self.args = args  # after `run --config FILE`: --log-level, --duration
+        self.on_ready = on_ready  # called with (index, API URL) each time a start gets ready
+        self.on_exit = on_exit  # called with the index each time the process exits
         self.proc: asyncio.subprocess.Process | None = None
+        self.ready = asyncio.Event()  # set while the current start is ready
         self.restarts = 0
         self.returncode: int | None = None
         self._stopping = asyncio.Event()
@@ -90,11 +84,20 @@ class Worker:
     async def wait_ready(self, timeout: float, stopping: asyncio.Event) -> bool:
         """True once the worker's pipeline runs; False if it exited first, `stopping` was set or `timeout` passed."""
         deadline = time.monotonic() + timeout
-        while not self.ready_path.exists():  # a file the worker touches: polled, as nothing else signals it
+        while not self.ready.is_set():
             if self.proc is None or self.proc.returncode is not None or stopping.is_set() or time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.1)
         return True
+
+    async def _watch_ready(self) -> None:
+        """Wait for this start's ready file (polled: nothing else signals it), then say so."""
+        while not self.ready_path.exists():
+            await asyncio.sleep(0.1)
+        url = self.ready_path.read_text().strip()  # written whole (os.replace), never half
+        self.ready.set()
+        if self.on_ready is not None and url:
+            await self.on_ready(self.index, url)
 
     async def run(self) -> int:
         """Run (the first start is the caller's) until the worker ends by itself or is stopped; its exit code."""
@@ -102,7 +105,16 @@ class Worker:
         while True:
             assert self.proc is not None
             started = time.monotonic()
-            code = await self._relay_and_wait(self.proc)
+            watch = asyncio.create_task(self._watch_ready(), name=f"worker-{self.index}-ready")
+            try:
+                code = await self._relay_and_wait(self.proc)
+            finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                self.ready.clear()
+                self.ready_path.unlink(missing_ok=True)
+                if self.on_exit is not None:
+                    self.on_exit(self.index)
             if self._stopping.is_set() or code in NO_RESTART:
                 self.returncode = code
                 return code
@@ -118,7 +130,6 @@ class Worker:
                 pass
             backoff = min(2 * backoff, BACKOFF_S[1])
             self.restarts += 1
-            self.ready_path.unlink(missing_ok=True)
             await self.start()
 
     def stop(self) -> None:
@@ -148,9 +159,11 @@ def worker_config(cfg: Config, streams: list[StreamConfig], bind: str | None = N
 async def supervise(cfg: Config, processes: int, duration: float | None, log_level: str) -> int:
     """Run the streams of `cfg` in `processes` workers until all end or we are stopped; the worst exit code."""
     from streamguard.alerts.embedded_redis import EmbeddedRedis
+    from streamguard.server.front_door import FrontDoor
 
     groups = shares(cfg.streams, processes, allow_empty=cfg.http.bind is not None)
-    binds = worker_binds(cfg.http.bind, len(groups))
+    front = FrontDoor(cfg.http, len(groups)) if cfg.http.bind is not None else None
+    bind = WORKER_BIND if front is not None else None
     embedded: EmbeddedRedis | None = None
     if cfg.redis.url is None:  # one Redis for all workers, as a lone process would have started for itself
         embedded = EmbeddedRedis().start()
@@ -164,14 +177,16 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
     runs: list[asyncio.Task[int]] = []
     workers: list[Worker] = []
     try:
+        if front is not None:
+            await front.start()  # an address in use fails here, before any worker starts
         with tempfile.TemporaryDirectory(prefix="streamguard-workers-") as folder:  # 0700: configs may hold secrets
-            for i, (group, bind) in enumerate(zip(groups, binds, strict=True)):
+            for i, group in enumerate(groups):
                 path = Path(folder) / f"worker{i}.yaml"
                 path.write_text(yaml.safe_dump(worker_config(cfg, group, bind), sort_keys=False))
-                workers.append(Worker(i, path, Path(folder) / f"worker{i}.ready", args))
+                workers.append(Worker(i, path, Path(folder) / f"worker{i}.ready", args,
+                                      on_ready=front and front.worker_up, on_exit=front and front.worker_down))
             log.info("%d stream(s) in %d worker process(es): %s", len(cfg.streams), len(workers), "; ".join(
-                f"worker {w.index}: {', '.join(s.name for s in g) or 'no streams'}{f' (HTTP on {b})' if b else ''}"
-                for w, g, b in zip(workers, groups, binds, strict=True)))
+                f"worker {w.index}: {', '.join(s.name for s in g) or 'no streams'}" for w, g in zip(workers, groups, strict=True)))
             first, rest = workers[0], workers[1:]
             await first.start()
             runs.append(asyncio.create_task(first.run(), name="worker-0"))
@@ -185,6 +200,9 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
             all_done = asyncio.ensure_future(asyncio.gather(*runs))
             stop_wait = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([all_done, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if front is not None:
+                await front.close()  # no request reaches a worker that is stopping
+                front = None
             if not all_done.done():
                 log.info("stopping %d worker(s)", len(runs))
                 for worker in workers:
@@ -203,6 +221,8 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
+        if front is not None:
+            await front.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if embedded is not None:

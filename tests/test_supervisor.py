@@ -16,10 +16,9 @@ import urllib.request
 import pytest
 import redis
 
-from streamguard.alerts.embedded_redis import free_port
 from streamguard.config import StreamConfig
 from streamguard.errors import ConfigError
-from streamguard.supervisor import shares, worker_binds
+from streamguard.supervisor import shares
 from tests.test_cli_e2e import STREAMGUARD, face_events, keys_config, run_streamguard, user_error
 
 
@@ -31,62 +30,22 @@ def test_streams_are_dealt_round_robin_and_no_worker_gets_none():
         shares(streams, 0)
 
 
-def test_each_worker_gets_the_next_http_port():
-    assert worker_binds("127.0.0.1:8080", 3) == ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"]
-    assert worker_binds("[::1]:9000", 2) == ["[::1]:9000", "[::1]:9001"]
-    assert worker_binds(None, 2) == [None, None]
-    with pytest.raises(ConfigError, match="past 65535"):
-        worker_binds("0.0.0.0:65535", 2)
-    # with the API on, streams can be added later: every worker starts, some with none
+def test_with_the_api_on_every_worker_starts_even_with_no_stream():
+    # streams can be added later through the front door: every worker starts, some with none
     assert [len(share) for share in shares([StreamConfig(name="a", url="x.mp4")], 3, allow_empty=True)] == [1, 0, 0]
 
 
-def test_processes_with_http_on_any_free_port_is_one_clear_error(tmp_path):
-    proc = run_streamguard("run", "--processes", "2", "--stream", "a=x.mp4", "--stream", "b=y.mp4",
-                           "--http", "127.0.0.1:0", "--arch", "tiny")
+def test_the_front_door_on_a_port_in_use_is_one_clear_error_before_any_worker_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_streamguard("run", "--processes", "2", "--stream", "a=x.mp4", "--stream", "b=y.mp4",
+                               "--http", f"127.0.0.1:{port}", "--arch", "tiny")
     assert proc.returncode == 2
-    assert "--processes with --http needs a fixed port (worker i serves on PORT + i), not port 0" in user_error(proc)
-
-
-def two_free_ports() -> int:
-    """A port P with P + 1 free too."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two free ports in a row")
-
-
-@pytest.mark.slow
-def test_with_http_each_worker_serves_its_own_api_on_the_next_port(rtsp_server, redis_server, tmp_path):
-    cfg, _, _ = keys_config(tmp_path)
-    port = two_free_ports()
-    proc = subprocess.Popen(
-        [STREAMGUARD, "run", "--processes", "2", "--stream", f"a={rtsp_server.url('cam1')}", "--http", f"127.0.0.1:{port}",
-         "--redis-url", redis_server.url, "--config", str(cfg), "--arch", "tiny", "--duration", "300"],
-        stderr=subprocess.PIPE, text=True,
-    )
-    lines = Lines(proc)
-    try:
-        for i in (0, 1):  # each worker says where its API listens, once it does
-            lines.wait_for(rf"\[worker {i}\] .*HTTP API on http://127.0.0.1:{port + i} ", 120)
-        health = [get_health(port + i) for i in (0, 1)]
-        assert [h["streams"] for h in health] == [1, 0]  # worker 0 has a; worker 1 is up with none, for the API to add
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def get_health(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-        return json.loads(response.read())
+    error = user_error(proc)
+    assert f"http.bind: cannot listen on 127.0.0.1:{port}: " in error and "address already in use" in error.lower()
+    assert "worker 0 started" not in proc.stderr
 
 
 @pytest.mark.slow
