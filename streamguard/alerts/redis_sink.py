@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from streamguard import metrics
 from streamguard.alerts.events import EventV1, ScoresV1
