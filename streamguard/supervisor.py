@@ -83,12 +83,15 @@ class Worker:
 
     async def wait_ready(self, timeout: float, stopping: asyncio.Event) -> bool:
         """True once the worker's pipeline runs; False if it exited first, `stopping` was set or `timeout` passed."""
-        deadline = time.monotonic() + timeout
-        while not self.ready.is_set():
-            if self.proc is None or self.proc.returncode is not None or stopping.is_set() or time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)
-        return True
+        assert self.proc is not None
+        waits = [asyncio.ensure_future(w) for w in (self.ready.wait(), self.proc.wait(), stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        return self.ready.is_set()
 
     async def _watch_ready(self) -> None:
         """Wait for this start's ready file (polled: nothing else signals it), then say so."""
@@ -180,11 +183,11 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
         if front is not None:
             await front.start()  # an address in use fails here, before any worker starts
         with tempfile.TemporaryDirectory(prefix="streamguard-workers-") as folder:  # 0700: configs may hold secrets
+            on_ready, on_exit = (front.worker_up, front.worker_down) if front is not None else (None, None)
             for i, group in enumerate(groups):
                 path = Path(folder) / f"worker{i}.yaml"
                 path.write_text(yaml.safe_dump(worker_config(cfg, group, bind), sort_keys=False))
-                workers.append(Worker(i, path, Path(folder) / f"worker{i}.ready", args,
-                                      on_ready=front and front.worker_up, on_exit=front and front.worker_down))
+                workers.append(Worker(i, path, Path(folder) / f"worker{i}.ready", args, on_ready, on_exit))
             log.info("%d stream(s) in %d worker process(es): %s", len(cfg.streams), len(workers), "; ".join(
                 f"worker {w.index}: {', '.join(s.name for s in g) or 'no streams'}" for w, g in zip(workers, groups, strict=True)))
             first, rest = workers[0], workers[1:]
