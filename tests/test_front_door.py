@@ -8,7 +8,7 @@ import json
 import os
 import re
 import signal
-import time
+import subprocess
 
 import aiohttp
 import pytest
@@ -20,6 +20,7 @@ from streamguard.server.front_door import FrontDoor, merge_metrics
 from tests.harness import LOOPBACK_WEBRTC, EventReader
 from tests.test_cli_e2e import keys_config
 from tests.test_server import AUTH, STREAMGUARD, TOKEN, poll
+from tests.test_supervisor import Lines
 from tests.test_webrtc import make_offer, whip_publish
 
 
@@ -68,66 +69,25 @@ async def test_with_every_worker_down_the_front_door_still_answers_each_request_
         await door.close()
 
 
-class Log:
-    """The supervisor's stderr, drained as it comes (a full pipe would block it), so that the
-    test can wait for a line with a deadline; `close` ends the reader."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.lines: list[str] = []
-        self._more = asyncio.Condition()
-        self._ended = False
-        self._reader = asyncio.create_task(self._read(proc))
-
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        while raw := await proc.stderr.readline():
-            async with self._more:
-                self.lines.append(raw.decode(errors="replace"))
-                self._more.notify_all()
-        async with self._more:
-            self._ended = True
-            self._more.notify_all()
-
-    async def wait_for(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
-        """The first line from `since` on that matches `pattern`."""
-        seen = since
-
-        def found() -> bool:
-            nonlocal seen
-            for seen in range(seen, len(self.lines)):
-                if re.search(pattern, self.lines[seen]):
-                    return True
-            seen = len(self.lines)
-            return self._ended
-
-        try:
-            async with self._more:
-                await asyncio.wait_for(self._more.wait_for(found), timeout)
-        except TimeoutError:
-            pass
-        if seen < len(self.lines) and (match := re.search(pattern, self.lines[seen])):
-            return match
-        pytest.fail(f"no line matching {pattern!r} within {timeout} s; last lines:\n{''.join(self.lines[-30:])}")
-
-    async def close(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-
 @pytest.mark.slow
 async def test_one_front_door_routes_merges_and_heals_for_two_workers(rtsp_server, redis_server, tmp_path):
     ice.configure(WebRTCConfig(**LOOPBACK_WEBRTC))  # our WHIP publisher, like the workers, on 127.0.0.1 only
     cfg, _, stream_key = keys_config(tmp_path, f"webrtc: {json.dumps(LOOPBACK_WEBRTC)}\n")
-    proc = await asyncio.create_subprocess_exec(
-        STREAMGUARD, "run", "--processes", "2", "--http", "127.0.0.1:0", "--redis-url", redis_server.url,
-        "--config", str(cfg), "--arch", "tiny", "--threshold", "0",
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "STREAMGUARD_HTTP_TOKEN": TOKEN},
+    proc = subprocess.Popen(
+        [STREAMGUARD, "run", "--processes", "2", "--http", "127.0.0.1:0", "--redis-url", redis_server.url,
+         "--config", str(cfg), "--arch", "tiny", "--threshold", "0"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "STREAMGUARD_HTTP_TOKEN": TOKEN},
     )
-    log = Log(proc)
+    lines = Lines(proc)
+
+    async def log_line(pattern: str, timeout: float) -> re.Match[str]:
+        """The next line of the supervisor's log that matches (read in a thread: the event loop runs on)."""
+        return await asyncio.to_thread(lines.wait_for, pattern, timeout)
+
     events = EventReader(redis_server.url, stream_key)
     pc = None
     try:
-        base = (await log.wait_for(r"HTTP API for 2 workers on (http://127\.0\.0\.1:\d+) \(token required\)", 60))[1]
+        base = (await log_line(r"HTTP API for 2 workers on (http://127\.0\.0\.1:\d+) \(token required\)", 60))[1]
         async with aiohttp.ClientSession(headers=AUTH) as http, aiohttp.ClientSession() as anonymous:
             health = await poll(anonymous, f"{base}/healthz", lambda b: b.get("status") == "ok", 120)  # no token needed
             assert [w["up"] for w in health["workers"]] == [True, True] and health["streams"] == 0
@@ -168,12 +128,11 @@ async def test_one_front_door_routes_merges_and_heals_for_two_workers(rtsp_serve
 
             # the worker holding a dies: the front door says so, and adds a back once it is restarted
             worker = owners["a"]
-            pid = int((await log.wait_for(rf"worker {worker} started \(pid (\d+)\)", 1))[1])
-            mark = len(log.lines)
+            pid = int((await log_line(rf"worker {worker} started \(pid (\d+)\)", 1))[1])
             os.kill(pid, signal.SIGKILL)
             down = await poll(anonymous, f"{base}/healthz", lambda b: b.get("status") == 503, 30)
             assert down == {"status": 503}  # degraded while a worker is down
-            await log.wait_for(rf"worker {worker}: adding stream a \(added through the API\) back", 120, since=mark)
+            await log_line(rf"worker {worker}: adding stream a \(added through the API\) back", 120)
             status = await poll(http, f"{base}/streams/a", lambda s: s.get("state") == "live", 30)
             assert status["name"] == "a"
             async with http.delete(f"{base}/streams/a") as resp:
@@ -181,14 +140,13 @@ async def test_one_front_door_routes_merges_and_heals_for_two_workers(rtsp_serve
             async with http.get(f"{base}/streams") as resp:
                 assert [s["name"] for s in (await resp.json())["streams"]] == ["b"]
         proc.send_signal(signal.SIGTERM)
-        await log.wait_for(r"workers ended: exit codes \[0, 0\], 1 restart\(s\)", 60, since=mark)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await log_line(r"workers ended: exit codes \[0, 0\], 1 restart\(s\)", 60)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         if pc is not None:
             await pc.close()
-        if proc.returncode is None:
+        if proc.poll() is None:
             proc.kill()
-            await proc.wait()
-        await log.close()
+            proc.wait()
         await events.close()
-    assert not any("Traceback" in line for line in log.lines)
+    assert not any("Traceback" in line for line in lines.read_to_end(10))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
@@ -11,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 import redis
@@ -95,6 +93,13 @@ class Lines:
             if match := re.search(pattern, line):
                 return match
         pytest.fail(f"no line matching {pattern!r} within {timeout} s; last lines:\n{''.join(self.seen[-30:])}")
+
+    def read_to_end(self, timeout: float) -> list[str]:
+        """Every line seen, with the rest read until the child closes its output."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0 and (line := self._lines.get(timeout=left)) is not None:
+            self.seen.append(line)
+        return self.seen
 
 
 @pytest.mark.slow
