@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamguard import metrics
+from streamguard.aio import first_of
 from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1, StreamEventV1, StreamState
 from streamguard.alerts.thumbnails import alert_thumbnails
 from streamguard.blas import limit_numpy_blas_threads
@@ -378,15 +379,7 @@ class Pipeline:
 
     async def wait(self, stop: asyncio.Event, duration: float | None = None, until_idle: bool = True) -> None:
         """Until `stop` is set, `duration` passes, or (with `until_idle`) every stream has ended."""
-        waits = [asyncio.create_task(stop.wait(), name="stop")]
-        if until_idle:
-            waits.append(asyncio.create_task(self._idle.wait(), name="idle"))
-        try:
-            await asyncio.wait(waits, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await first_of(stop.wait(), *([self._idle.wait()] if until_idle else []), timeout=duration)
 
     async def close(self) -> list[StreamReport]:
         """Stop every stream and the batcher; the reports of every stream this pipeline ran."""

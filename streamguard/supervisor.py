@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from streamguard.aio import first_of
 from streamguard.config import Config, StreamConfig
 from streamguard.errors import ConfigError
 
@@ -84,13 +85,7 @@ class Worker:
     async def wait_ready(self, timeout: float, stopping: asyncio.Event) -> bool:
         """True once the worker's pipeline runs; False if it exited first, `stopping` was set or `timeout` passed."""
         assert self.proc is not None
-        waits = [asyncio.ensure_future(w) for w in (self.ready.wait(), self.proc.wait(), stopping.wait())]
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await first_of(self.ready.wait(), self.proc.wait(), stopping.wait(), timeout=timeout)
         return self.ready.is_set()
 
     async def _watch_ready(self) -> None:
