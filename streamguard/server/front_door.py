@@ -65,6 +65,11 @@ def quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
+def stream_name(request: web.Request) -> str:
+    """The stream a request is about: /streams/{name} or /whip/{stream}/..."""
+    return request.match_info.get("name") or request.match_info["stream"]
+
+
 class WorkerError(Exception):
     """A worker did not answer (it died between its ready file and our request, or hung)."""
 
@@ -204,7 +209,7 @@ class FrontDoor:
     async def _forward(self, request: web.Request, link: WorkerLink | None) -> web.Response:
         """Send the client's request to `link` as it came (404 if no worker holds the stream) and its answer back."""
         if link is None:
-            raise web.HTTPNotFound(text=f"no stream named {request.match_info.get('name') or request.match_info['stream']}")
+            raise web.HTTPNotFound(text=f"no stream named {stream_name(request)}")
         headers = {k: request.headers[k] for k in ("Content-Type", "If-Match") if k in request.headers}
         body = await request.read() if request.body_exists else None  # read() is cached: the handler may have read it
         try:
@@ -253,7 +258,7 @@ class FrontDoor:
         return web.json_response({"streams": statuses})
 
     async def to_owner(self, request: web.Request) -> web.Response:
-        return await self._forward(request, await self._owner(request.match_info.get("name") or request.match_info["stream"]))
+        return await self._forward(request, await self._owner(stream_name(request)))
 
     async def add_stream(self, request: web.Request) -> web.Response:
         body = await request.read()
