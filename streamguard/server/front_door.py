@@ -195,16 +195,18 @@ class FrontDoor:
                 found[link.index] = answer[2]
         return found
 
-    async def _owner(self, name: str) -> WorkerLink | None:
-        """The running worker that has a stream called `name` (asked, not remembered: workers are the truth)."""
-        found = await self._each(f"/streams/{quote(name)}")
-        return self.workers[min(found)] if found else None
+    async def _holdings(self) -> dict[int, set[str]]:
+        """The names of the streams each running worker holds (asked, not remembered: workers are the truth)."""
+        return {i: {status["name"] for status in json.loads(body)["streams"]} for i, body in (await self._each("/streams")).items()}
 
-    async def _least_loaded(self) -> WorkerLink:
-        counts = {i: json.loads(body)["streams"] for i, body in (await self._each("/healthz")).items()}
-        if not counts:
+    def _owner(self, holdings: dict[int, set[str]], name: str) -> WorkerLink | None:
+        """The running worker that has a stream called `name`."""
+        return next((self.workers[i] for i in sorted(holdings) if name in holdings[i]), None)
+
+    def _least_loaded(self, holdings: dict[int, set[str]]) -> WorkerLink:
+        if not holdings:
             raise web.HTTPServiceUnavailable(text="no worker is running (they are starting or restarting); try again shortly")
-        return self.workers[min(counts, key=lambda i: (counts[i], i))]
+        return self.workers[min(holdings, key=lambda i: (len(holdings[i]), i))]
 
     async def _forward(self, request: web.Request, link: WorkerLink | None) -> web.Response:
         """Send the client's request to `link` as it came (404 if no worker holds the stream) and its answer back."""
@@ -258,7 +260,7 @@ class FrontDoor:
         return web.json_response({"streams": statuses})
 
     async def to_owner(self, request: web.Request) -> web.Response:
-        return await self._forward(request, await self._owner(stream_name(request)))
+        return await self._forward(request, self._owner(await self._holdings(), stream_name(request)))
 
     async def add_stream(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -267,11 +269,12 @@ class FrontDoor:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             name = None  # not an object with a name: any worker's validation says what is wrong
         async with self._lock:
+            holdings = await self._holdings()
             if isinstance(name, str):
-                owner = await self._owner(name) or next((link for link in self.workers if name in link.added), None)
+                owner = self._owner(holdings, name) or next((link for link in self.workers if name in link.added), None)
                 if owner is not None:  # the second: a worker that is down holds it and will add it back
                     raise web.HTTPConflict(text=f"stream {name} already exists (in worker {owner.index})")
-            link = await self._least_loaded()
+            link = self._least_loaded(holdings)
             response = await self._forward(request, link)
             if response.status == 201 and isinstance(name, str):
                 link.added[name] = body  # a worker restarted adds it back (after removing the config's one: `removed`)
@@ -280,7 +283,7 @@ class FrontDoor:
     async def delete_stream(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         async with self._lock:
-            link = await self._owner(name)
+            link = self._owner(await self._holdings(), name)
             response = await self._forward(request, link)
             if link is not None and response.status == 200 and link.added.pop(name, None) is None:
                 link.removed.add(name)  # from the config: a restart would start it again
@@ -288,5 +291,6 @@ class FrontDoor:
 
     async def publish(self, request: web.Request) -> web.Response:
         async with self._lock:
-            link = await self._owner(request.match_info["stream"]) or await self._least_loaded()
+            holdings = await self._holdings()
+            link = self._owner(holdings, request.match_info["stream"]) or self._least_loaded(holdings)
             return await self._forward(request, link)
