@@ -56,7 +56,6 @@ class WorkerLink:
 
     index: int
     url: str | None = None  # None while the worker is starting, restarting or gone
-    starts: int = 0
     added: dict[str, bytes] = field(default_factory=dict)  # stream name -> the POST /streams body that added it
     removed: set[str] = field(default_factory=set)  # removed through the API: a restart would bring those from the config back
 
@@ -142,7 +141,6 @@ class FrontDoor:
         """Worker `index` serves at `url`; after a restart, add back the streams the API had added to it."""
         link = self.workers[index]
         link.url = url
-        link.starts += 1
         self._up.labels(str(index)).set(1)
         self._starts.labels(str(index)).inc()
         async with self._lock:
