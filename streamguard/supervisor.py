@@ -196,8 +196,7 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
                 await worker.start()
                 runs.append(asyncio.create_task(worker.run(), name=f"worker-{worker.index}"))
             all_done = asyncio.ensure_future(asyncio.gather(*runs))
-            stop_wait = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait([all_done, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            await first_of(asyncio.shield(all_done), stopping.wait())  # the shield: all_done outlives the wait
             if front is not None:
                 await front.close()  # no request reaches a worker that is stopping
                 front = None
@@ -211,7 +210,6 @@ async def supervise(cfg: Config, processes: int, duration: float | None, log_lev
                     log.error("a worker did not stop within %.0f s: killed", STOP_GRACE_S)
                     for worker in workers:
                         worker.kill()
-            stop_wait.cancel()
             codes = await all_done
     finally:
         for worker in workers:  # only if we failed ourselves: by now every worker has exited otherwise
