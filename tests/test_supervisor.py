@@ -97,9 +97,15 @@ class Lines:
     def read_to_end(self, timeout: float) -> list[str]:
         """Every line seen, with the rest read until the child closes its output."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0 and (line := self._lines.get(timeout=left)) is not None:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                return self.seen
             self.seen.append(line)
-        return self.seen
+        pytest.fail(f"the child kept its output open past {timeout} s; last lines:\n{''.join(self.seen[-30:])}")
 
 
 @pytest.mark.slow
