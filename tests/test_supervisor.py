@@ -70,6 +70,7 @@ class Lines:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.seen: list[str] = []
+        self.closed = False  # the child closed its output and every line was read
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._thread.start()
@@ -80,32 +81,38 @@ class Lines:
             self._lines.put(line)
         self._lines.put(None)
 
+    def _next_line(self, deadline: float) -> str | None:
+        """The next line (kept in `seen` too); None once the output is closed or at the deadline."""
+        if self.closed or (left := deadline - time.monotonic()) <= 0:
+            return None
+        try:
+            line = self._lines.get(timeout=left)
+        except queue.Empty:
+            return None
+        if line is None:
+            self.closed = True
+        else:
+            self.seen.append(line)
+        return line
+
+    def _last_lines(self) -> str:
+        return "".join(self.seen[-30:])
+
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
+        while (line := self._next_line(deadline)) is not None:
             if match := re.search(pattern, line):
                 return match
-        pytest.fail(f"no line matching {pattern!r} within {timeout} s; last lines:\n{''.join(self.seen[-30:])}")
+        pytest.fail(f"no line matching {pattern!r} within {timeout} s; last lines:\n{self._last_lines()}")
 
     def read_to_end(self, timeout: float) -> list[str]:
         """Every line seen, with the rest read until the child closes its output."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                return self.seen
-            self.seen.append(line)
-        pytest.fail(f"the child kept its output open past {timeout} s; last lines:\n{''.join(self.seen[-30:])}")
+        while self._next_line(deadline) is not None:
+            pass
+        if not self.closed:
+            pytest.fail(f"the child kept its output open past {timeout} s; last lines:\n{self._last_lines()}")
+        return self.seen
 
 
 @pytest.mark.slow
