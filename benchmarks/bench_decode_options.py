@@ -30,10 +30,13 @@ from pathlib import Path
 
 import av
 import numpy as np
-from bench_ingest import make_clip
+from bench_ingest import FPS, make_clip
+
+from streamguard.config import IngestConfig
 
 RESULTS = Path(__file__).with_name("results") / "decode_options.json"
-SAMPLE_EVERY = 5  # 25 fps -> the 5 analysed fps of the default config
+LIVE = IngestConfig()  # the live ingest's defaults: its decoder threads and analysed fps
+SAMPLE_EVERY = round(FPS / LIVE.analysis_fps)  # 25 fps clip, 5 analysed fps -> every fifth frame
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -50,7 +53,7 @@ def decode(clip: Path, options: dict[str, str]) -> tuple[float, int, list[np.nda
     with av.open(str(clip)) as container:
         video = container.streams.video[0]
         video.thread_type = "SLICE"
-        video.codec_context.thread_count = 1
+        video.codec_context.thread_count = LIVE.decode_threads
         video.codec_context.options = options
         start = time.thread_time()
         n = 0
