@@ -33,6 +33,7 @@ import numpy as np
 from bench_ingest import FPS, make_clip
 
 from streamguard.config import IngestConfig
+from streamguard.ingest.source import use_live_decoder_threads
 
 RESULTS = Path(__file__).with_name("results") / "decode_options.json"
 LIVE = IngestConfig()  # the live ingest's defaults: its decoder threads and analysed fps
@@ -52,8 +53,7 @@ def decode(clip: Path, options: dict[str, str]) -> tuple[float, int, list[np.nda
     sampled: list[np.ndarray] = []
     with av.open(str(clip)) as container:
         video = container.streams.video[0]
-        video.thread_type = "SLICE"
-        video.codec_context.thread_count = LIVE.decode_threads
+        use_live_decoder_threads(video, LIVE.decode_threads)
         video.codec_context.options = options
         start = time.thread_time()
         n = 0

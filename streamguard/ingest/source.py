@@ -258,6 +258,12 @@ class RateMeter:
         return self._rate
 
 
+def use_live_decoder_threads(video: av.video.stream.VideoStream, threads: int) -> None:
+    """Slice threads for a live stream: they add no frame of delay, where frame threads add one per thread."""
+    video.thread_type = "SLICE"
+    video.codec_context.thread_count = threads
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Delay before reconnect `attempt` (0-based): doubling, capped, 50-100% jitter."""
     return min(maximum, initial * 2.0**attempt) * random.uniform(0.5, 1.0)
@@ -645,9 +651,8 @@ class StreamSource(SourceBase):
         video = container.streams.video[0]
         if self.is_file:
             video.thread_type = "AUTO"
-        else:  # slice threads add no frame of delay (frame threads add one per thread)
-            video.thread_type = "SLICE"
-            video.codec_context.thread_count = self.cfg.decode_threads
+        else:
+            use_live_decoder_threads(video, self.cfg.decode_threads)
         rate = float(video.average_rate or video.guessed_rate or 25)
         sampler = FpsSampler(self.cfg.analysis_fps)
         pacer = RealtimePacer(reader.stop) if self.is_file and self.cfg.realtime else None
