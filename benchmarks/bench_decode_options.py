@@ -30,14 +30,13 @@ from pathlib import Path
 
 import av
 import numpy as np
-from bench_ingest import FPS, make_clip
+from bench_ingest import make_clip
 
 from streamguard.config import IngestConfig
-from streamguard.ingest.source import use_live_decoder_threads
+from streamguard.ingest.source import FpsSampler, use_live_decoder_threads
 
 RESULTS = Path(__file__).with_name("results") / "decode_options.json"
 LIVE = IngestConfig()  # the live ingest's defaults: its decoder threads and analysed fps
-SAMPLE_EVERY = round(FPS / LIVE.analysis_fps)  # 25 fps clip, 5 analysed fps -> every fifth frame
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -55,10 +54,11 @@ def decode(clip: Path, options: dict[str, str]) -> tuple[float, int, list[np.nda
         video = container.streams.video[0]
         use_live_decoder_threads(video, LIVE.decode_threads)
         video.codec_context.options = options
+        sampler = FpsSampler(LIVE.analysis_fps)  # keeps the frames the live ingest would analyse
         start = time.thread_time()
         n = 0
         for frame in container.decode(video):
-            if n % SAMPLE_EVERY == 0:
+            if sampler.keep(float(frame.time)):
                 sampled.append(frame.to_ndarray(format="rgb24"))
             n += 1
         return time.thread_time() - start, n, sampled
