@@ -72,7 +72,7 @@ from streamguard.ingest import source as source_module
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.types import Frame
 from streamguard.samples import render_frame
-from streamguard.testing.flv_server import SocketFile
+from lab.servers.flv_server import SocketFile
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard"
 RESULTS = Path(__file__).with_name("results") / "ingest.json"

@@ -2,7 +2,7 @@
 
 One process carries some 16-32 streams (its GIL: docs/benchmarks.md); past that, workers.
 Each case runs `streamguard run --processes P` as a user does, on S live two-face streams
-(FLV over TCP from `streamguard/testing/flv_server.py`, so it runs on a host without
+(FLV over TCP from `lab/servers/flv_server.py`, so it runs on a host without
 GStreamer) into one embedded Redis, and reads what every stream achieved from the live
 scores each worker publishes (`streamguard:scores:<stream>`, every `scores_interval_s`):
 an identity's `samples` are its scored frames in the last `window_s`, so samples /
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from streamguard.alerts.embedded_redis import EmbeddedRedis
-from streamguard.alerts.events import ScoresV1
-from streamguard.bench.pipeline import RESOLUTIONS, sample_videos
+from streamguard.redis.embedded import EmbeddedRedis
+from streamguard.events import ScoresV1
+from lab.bench.pipeline import RESOLUTIONS, sample_videos
 from streamguard.config import load_config
-from streamguard.testing.rtsp import FlvServer
+from lab.servers.rtsp import FlvServer
 
 RESULTS = Path(__file__).with_name("results") / "processes.json"
 START_TIMEOUT_S = 300.0  # every stream publishing scores: N workers load their models one after another

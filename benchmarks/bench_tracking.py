@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_tracking.py [--every 1,2,3,5] [--reid] [--out benchmarks/results]
 
 For each k and each sequence with ground truth (the demo's two-face sample, 20 s at
-1280x720, and the generated scenes of `streamguard.faces.sequences`) it runs
+1280x720, and the generated scenes of `lab.scenes`) it runs
 `FaceStage` as the pipeline does and reports the stage's time per analysed frame
 (detection frames and predicted frames apart), how well the faces' boxes sit on
 the truth (mean IoU: drift of the predicted boxes), the share of visible faces
@@ -25,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from streamguard.config import CropConfig, DetectorConfig, TrackerConfig
-from streamguard.faces import sequences
-from streamguard.faces.mot import MotAccumulator
+from lab import scenes as sequences
+from lab.mot import MotAccumulator
 from streamguard.faces.stage import FaceStage
 from streamguard.types import Frame
 

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,19 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
+from streamguard.commandline import (  # noqa: E402
+    EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STREAM_FAILED, add_pipeline_options, pipeline_overrides,
+)
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
 from streamguard.supervisor import READY_FILE_ENV, supervise  # noqa: E402
 
 log = logging.getLogger("streamguard")
 
-EXIT_BAD_INPUT = 2
-EXIT_STREAM_FAILED = 3
 # Modules that add subcommands: each has `register(subparsers)`; keeps this file small.
-COMMAND_MODULES: tuple[str, ...] = ("streamguard.report.commands", "streamguard.alerts.commands", "streamguard.bench.commands", "streamguard.inference.commands")
+COMMAND_MODULES: tuple[str, ...] = ("streamguard.report.commands", "streamguard.redis.commands", "streamguard.inference.commands")
+# Installed packages add subcommands the same way through this entry point group (the lab's `bench`).
+COMMAND_ENTRY_POINTS = "streamguard.commands"
 DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
 
 UNTRAINED_WARNING = (
@@ -42,36 +46,6 @@ UNTRAINED_WARNING = (
 )
 
 
-def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config (see configs/streamguard.yaml)")
-    p.add_argument("--checkpoint", type=Path, help="FSFM or streamguard checkpoint (.pth)")
-    p.add_argument("--arch", choices=["tiny", "small", "base", "large"], help="ViT variant (default: from the checkpoint)")
-    p.add_argument("--engine", type=Path, help="engine file run as is: .pth/.pt torch, .onnx onnxruntime, .plan TensorRT")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
-                   help="how a checkpoint runs (auto: CPU onnxruntime int8 for trained weights, CUDA torch fp16)")
-    p.add_argument("--redis-url", help="redis://host:port/db (default: an embedded redis-server)")
-    p.add_argument("--threshold", type=float, help="alert threshold on the window score, 0..1")
-    p.add_argument("--window", type=float, help="sliding window length in seconds")
-    p.add_argument("--fps", type=float, help="frames analysed per second per stream")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--http", metavar="HOST:PORT", help="serve the control API, WHIP ingest and /metrics, e.g. 127.0.0.1:8080")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "model.checkpoint": args.checkpoint and str(args.checkpoint),
-        "model.arch": args.arch,
-        "model.engine": getattr(args, "engine", None) and str(args.engine),  # commands without --engine lack it
-        "model.precision": args.precision,
-        "redis.url": args.redis_url,
-        "scoring.threshold": args.threshold,
-        "scoring.window_s": args.window,
-        "ingest.analysis_fps": args.fps,
-        "http.bind": args.http,
-    }
-
-
 def _check_duration(args: argparse.Namespace) -> None:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
@@ -79,9 +53,9 @@ def _check_duration(args: argparse.Namespace) -> None:
 
 async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], None] | None = None) -> int:
     """Run the pipeline into Redis; return the exit code."""
-    from streamguard.alerts.embedded_redis import EmbeddedRedis
-    from streamguard.alerts.redis_sink import RedisSink
-    from streamguard.alerts.subscribe import ChannelSubscriber
+    from streamguard.redis.embedded import EmbeddedRedis
+    from streamguard.redis.sink import RedisSink
+    from streamguard.redis.subscriber import ChannelSubscriber
     from streamguard.inference.engine import open_engine
     from streamguard.ingest.urls import redact_url
     from streamguard.pipeline import Pipeline
@@ -165,7 +139,7 @@ def _write_whole(path: Path, text: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_duration(args)
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, pipeline_overrides(args))
     streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
     if not streams and cfg.http.bind is None:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
@@ -176,11 +150,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamguard.alerts.subscribe import format_event
+    from streamguard.redis.subscriber import format_event
     from streamguard.samples import make_two_face_video
 
     _check_duration(args)
-    overrides = _overrides(args)
+    overrides = pipeline_overrides(args)
     untrained = args.checkpoint is None and not os.environ.get("STREAMGUARD_CHECKPOINT")
     if untrained:
         # Untrained weights: show the wiring. Every tracked face alerts at threshold 0.
@@ -216,16 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
                      "carries some 16-32 streams: its GIL); restarted if one dies. --http then serves one API for all")
-    _add_pipeline_options(run)
+    add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="embedded Redis + a generated two-face video played live; prints alerts")
     demo.add_argument("--video", type=Path, help="play this file instead of the generated sample")
-    _add_pipeline_options(demo)
+    add_pipeline_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    for entry in entry_points(group=COMMAND_ENTRY_POINTS):
+        entry.load()(sub)
     return parser
 
 
@@ -241,7 +217,7 @@ def run_command(prog: str, args: argparse.Namespace) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ import numpy as np
 
 from streamguard import metrics
 from streamguard.aio import first_of
-from streamguard.alerts.events import EventV1, ModelInfo, ScoresV1, StreamEventV1, StreamState
-from streamguard.alerts.thumbnails import alert_thumbnails
+from streamguard.events import EventV1, ModelInfo, ScoresV1, StreamEventV1
+from streamguard.redis.thumbnails import alert_thumbnails
 from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
@@ -38,7 +38,7 @@ from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source import SourceStats, StateCallback
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
-from streamguard.types import Detection, Face, Frame, Sample
+from streamguard.types import Detection, Face, Frame, Sample, StreamState
 
 log = logging.getLogger(__name__)
 

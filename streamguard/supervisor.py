@@ -156,7 +156,7 @@ def worker_config(cfg: Config, streams: list[StreamConfig], bind: str | None = N
 
 async def supervise(cfg: Config, processes: int, duration: float | None, log_level: str) -> int:
     """Run the streams of `cfg` in `processes` workers until all end or we are stopped; the worst exit code."""
-    from streamguard.alerts.embedded_redis import EmbeddedRedis
+    from streamguard.redis.embedded import EmbeddedRedis
     from streamguard.server.front_door import FrontDoor
 
     groups = shares(cfg.streams, processes, allow_empty=cfg.http.bind is not None)

@@ -9,13 +9,16 @@ is what events publish.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 if TYPE_CHECKING:
     import av
 
+
+# Where a stream's ingest is: sources set it, events publish it, the API shows it.
+StreamState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "failed"]
 
 class Frame:
     """One decoded video frame chosen for analysis.

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import streamguard.samples
-from streamguard.alerts.embedded_redis import EmbeddedRedis, find_redis_server
+from streamguard.redis.embedded import EmbeddedRedis, find_redis_server
 from streamguard.errors import StreamguardError
-from streamguard.testing.rtsp import RtspServer
+from lab.servers.rtsp import RtspServer
 
 SAMPLE_SECONDS = 30
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from streamguard.alerts.events import EventV1, StreamEventV1, parse_any_event
-from streamguard.alerts.redis_sink import RedisSink
+from streamguard.events import EventV1, StreamEventV1, parse_any_event
+from streamguard.redis.sink import RedisSink
 from streamguard.config import Config, build_config
 from streamguard.inference.engine import open_engine
 from streamguard.pipeline import Pipeline

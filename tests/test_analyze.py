@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streamguard.alerts.events import EventV1, parse_any_event
+from streamguard.events import EventV1, parse_any_event
 from streamguard.config import load_config
 from streamguard.report.analyze import analyze
 from streamguard.report.verdicts import AnalysisV1

@@ -9,7 +9,7 @@ import pytest
 
 from streamguard.cli import main
 from streamguard.errors import ConfigError
-from streamguard.inference.bench import (
+from lab.bench.model import (
     candidates,
     flops_per_crop,
     int8_ceiling,

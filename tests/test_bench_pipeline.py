@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from streamguard.bench.commands import _variants
-from streamguard.bench.pipeline import (
+from lab.bench.commands import _variants
+from lab.bench.pipeline import (
     latency_timeline,
     native_threads,
     plot,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamguard.alerts.embedded_redis import free_port
-from streamguard.alerts.events import EventV1, parse_any_event
+from streamguard.redis.embedded import free_port
+from streamguard.events import EventV1, parse_any_event
 
 STREAMGUARD = str(Path(sys.executable).parent / "streamguard")
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from streamguard.errors import ConfigError
-from streamguard.inference.bench import face_crops
+from lab.bench.model import face_crops
 from streamguard.inference.export import export_onnx, read_sidecar, sidecar_path
 from streamguard.inference.onnx_engine import OnnxEngine
 from streamguard.inference.quantize import quantize_onnx

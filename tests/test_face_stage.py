@@ -8,7 +8,7 @@ import torch
 
 from streamguard import metrics, samples
 from streamguard.config import CropConfig, DetectorConfig, TrackerConfig
-from streamguard.faces import sequences
+from lab import scenes as sequences
 from streamguard.faces.detector import FaceDetector
 from streamguard.faces.stage import FaceStage
 from streamguard.faces.tracker import iou_matrix

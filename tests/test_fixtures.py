@@ -11,7 +11,7 @@ import redis
 
 from streamguard.errors import StreamguardError
 from streamguard.samples import FRAME_SIZE, make_two_face_video
-from streamguard.testing.rtsp import FlvServer
+from lab.servers.rtsp import FlvServer
 
 LOW_LATENCY = {"rtsp_transport": "tcp", "flags": "low_delay", "probesize": "32768", "analyzeduration": "0"}
 

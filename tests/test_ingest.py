@@ -20,7 +20,7 @@ from streamguard.ingest.source import STOP_GRACE_S, DemandGate, FpsSampler, back
 from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
-from streamguard.alerts.embedded_redis import free_port
+from streamguard.redis.embedded import free_port
 
 # --- redact_url -----------------------------------------------------------------
 

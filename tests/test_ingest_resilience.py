@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from streamguard.alerts.embedded_redis import free_port
+from streamguard.redis.embedded import free_port
 from streamguard.errors import SourceError
 from streamguard.ingest.source import LagGuard
 from streamguard.samples import render_frame

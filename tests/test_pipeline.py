@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from PIL import Image
 
 from streamguard import metrics
-from streamguard.alerts.events import EventV1, ScoresV1, parse_any_event
-from streamguard.alerts.redis_sink import RedisSink
+from streamguard.events import EventV1, ScoresV1, parse_any_event
+from streamguard.redis.sink import RedisSink
 from streamguard.config import build_config
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model

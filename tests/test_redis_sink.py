@@ -4,8 +4,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from streamguard.alerts.events import EventV1, ModelInfo, parse_event
-from streamguard.alerts.redis_sink import RedisSink
+from streamguard.events import EventV1, ModelInfo, parse_event
+from streamguard.redis.sink import RedisSink
 from streamguard.config import RedisConfig
 
 

@@ -3,10 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamguard.alerts.events import ModelInfo, parse_event
+from streamguard.events import ModelInfo, parse_event
 from streamguard.config import ScoringConfig
 from streamguard.scoring.scorer import StreamScorer
-from streamguard.scoring.verdict import AlertLifecycle
+from streamguard.scoring.lifecycle import AlertLifecycle
 from streamguard.scoring.window import SlidingWindow
 from streamguard.types import Face, Sample
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from streamguard.alerts.embedded_redis import free_port
+from streamguard.redis.embedded import free_port
 from streamguard.ingest.hwaccel import cuda_decode_problem
 from tests.harness import EventReader, live_config, live_pipeline
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamguard.alerts.events import parse_event
-from streamguard.alerts.redis_sink import RedisSink
+from streamguard.events import parse_event
+from streamguard.redis.sink import RedisSink
 from streamguard.config import RedisConfig
 from tests.test_redis_sink import event
 
@@ -66,7 +66,7 @@ async def test_stream_events_readable_and_unknown_entries_as_json(fresh_redis):
 
 
 def test_unreachable_redis_is_one_clear_error():
-    from streamguard.alerts.embedded_redis import free_port
+    from streamguard.redis.embedded import free_port
 
     proc = subprocess.run([STREAMGUARD, "subscribe", "--redis-url", f"redis://127.0.0.1:{free_port()}/0"],
                           capture_output=True, text=True, timeout=60)

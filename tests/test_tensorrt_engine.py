@@ -18,7 +18,7 @@ from streamguard.cli import main
 from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
 from streamguard.inference import open_engine
-from streamguard.inference.bench import face_crops
+from lab.bench.model import face_crops
 from streamguard.inference.export import export_onnx, sidecar_path
 from streamguard.inference.tensorrt_engine import BuildOptions, TensorRTEngine, build_engine, plan_buckets
 from streamguard.inference.torch_engine import TorchEngine

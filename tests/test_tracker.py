@@ -4,7 +4,7 @@ import pytest
 from streamguard import samples
 from streamguard.config import TrackerConfig
 from streamguard.faces import kalman
-from streamguard.faces.mot import MotAccumulator
+from lab.mot import MotAccumulator
 from streamguard.faces.tracker import FaceTracker, assign, iou_matrix
 from streamguard.types import Detection
 

@@ -58,13 +58,13 @@ import av
 import av.container
 
 from streamguard import metrics
-from streamguard.alerts.events import StreamState as State
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.urls import is_file_url, redact_url
 from streamguard.types import Frame
+from streamguard.types import StreamState as State
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from streamguard.alerts.events import EventV1, ModelInfo, StreamEventV1
+from streamguard.events import EventV1, ModelInfo, StreamEventV1
 from streamguard.cli import UNTRAINED_WARNING
 from streamguard.config import Config, ScoringConfig, StreamConfig
 from streamguard.inference.engine import open_engine

@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamguard.cli import EXIT_STREAM_FAILED
+from streamguard.commandline import EXIT_STREAM_FAILED
 from streamguard.config import load_config
 from streamguard.report.html import format_time
 from streamguard.report.probe import probe_video

@@ -13,7 +13,7 @@ from types import TracebackType
 
 import numpy as np
 
-from streamguard.alerts.events import EventV1, ScoresV1, StreamEventV1
+from streamguard.events import EventV1, ScoresV1, StreamEventV1
 from streamguard.types import Sample
 
 

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamguard.alerts.events import EventV1, ModelInfo
+from streamguard.events import EventV1, ModelInfo
 from streamguard.config import ScoringConfig
 from streamguard.report.recorder import ScoreRow
 from streamguard.scoring.window import window_for

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamguard.alerts.events import EventV1, IdentityScore, ModelInfo, ScoresV1, ThresholdSource
+from streamguard.events import EventV1, IdentityScore, ModelInfo, ScoresV1, ThresholdSource
 from streamguard.config import ScoringConfig
-from streamguard.scoring.verdict import AlertLifecycle, Verdict
+from streamguard.scoring.lifecycle import AlertLifecycle, Verdict
 from streamguard.scoring.window import SlidingWindow, window_for
 
 DEFAULT_THRESHOLD = 0.5

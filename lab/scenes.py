@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamguard import samples
-from streamguard.faces.mot import MotAccumulator, MotCounts
+from lab.mot import MotAccumulator, MotCounts
 from streamguard.faces.stage import FaceStage
 from streamguard.inference.engine import Engine
 from streamguard.types import Frame

@@ -159,7 +159,7 @@ class FlvServer(StreamServer):
 
     def _command(self) -> list[str]:
         ports = [f"--port={name}={port}" for name, port in self.ports.items()]
-        return [sys.executable, "-m", "streamguard.testing.flv_server", *ports, *self._mounts()]
+        return [sys.executable, "-m", "lab.servers.flv_server", *ports, *self._mounts()]
 
     def _ready(self, words: list[str]) -> None:
         self.ports = {name: int(port) for name, _, port in (w.partition("=") for w in words)}

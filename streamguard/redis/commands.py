@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from streamguard.alerts.events import parse_any_event
-from streamguard.alerts.subscribe import format_event
+from streamguard.events import parse_any_event
+from streamguard.redis.subscriber import format_event
 from streamguard.config import RedisConfig
 from streamguard.errors import ConfigError, StreamguardError
 from streamguard.ingest.urls import redact_url

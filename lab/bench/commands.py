@@ -1,28 +1,45 @@
-"""`streamguard bench pipeline`: the whole-pipeline benchmark (see bench/pipeline.py)."""
+"""`streamguard bench pipeline` and `streamguard bench model`: the benchmark commands.
+
+`streamguard` finds them through the `streamguard.commands` entry point (pyproject.toml),
+so the product never imports the lab.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamguard.config import IngestConfig
 from streamguard.errors import ConfigError
 
 if TYPE_CHECKING:
     from streamguard.inference.engine import Engine
 
 RESULTS = Path("benchmarks/results")
+ARCHS = ["tiny", "small", "base", "large"]
 
 
-def _ints(text: str) -> list[int]:
+def _ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{flag} expects comma-separated integers, got {text!r}") from None
     if any(v < 1 for v in values):
-        raise ConfigError(f"stream counts must be >= 1, got {text!r}")
+        raise ConfigError(f"{flag} values must be >= 1, got {text!r}")
     return values
+
+
+def _words(text: str | None, allowed: list[str], flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    words = tuple(w.strip() for w in text.split(","))
+    unknown = [w for w in words if w not in allowed]
+    if unknown:
+        raise ConfigError(f"{flag}: unknown {unknown[0]!r}; choose from {', '.join(allowed)}")
+    return words
 
 
 # How the model runs, not which model: a variant of these gets an engine of its own.
@@ -48,8 +65,8 @@ def _variants(text: str | None) -> tuple[str, list[str]] | None:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from streamguard.bench.pipeline import RESOLUTIONS, SERVERS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
-    from streamguard.cli import _overrides
+    from lab.bench.pipeline import RESOLUTIONS, SERVERS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
+    from streamguard.commandline import pipeline_overrides
     from streamguard.config import load_config
     from streamguard.inference.engine import open_engine
 
@@ -57,7 +74,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     unknown = [r for r in resolutions if r not in RESOLUTIONS]
     if unknown:
         raise ConfigError(f"unknown resolution {unknown[0]!r}; choose from {', '.join(RESOLUTIONS)}")
-    overrides = _overrides(args)
+    overrides = pipeline_overrides(args)
     if args.precision is None and args.engine is None and args.config is None:
         # The engine a trained checkpoint gets by default on a CPU; untrained weights would get torch fp32.
         overrides["model.precision"] = "int8"
@@ -78,7 +95,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     engine = open_engine(cfg.model, img_size=cfg.crop.size)
     variant_engines: dict[str, Engine] = {}
     try:
-        streams = _ints(args.streams)
+        streams = _ints(args.streams, "--streams")
         if args.overload is not None:
             rate = model_only_throughput(engine, stand_in_crops(cfg.crop.size), cfg.batcher.max_batch)
             streams = [streams_for_load(args.overload, rate, cfg.ingest.analysis_fps)]
@@ -89,7 +106,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
                 variant_engines[label] = open_engine(variant_cfg.model, img_size=variant_cfg.crop.size)
         asyncio.run(run_bench(cfg, engine, streams, resolutions, args.seconds, args.warmup,
                               args.out, args.out / "videos", args.front_end_seconds, variants, args.keyframe_every,
-                              args.rounds, variant_engines, tuple(_ints(args.front_end_streams)), server_kind=args.server))
+                              args.rounds, variant_engines, tuple(_ints(args.front_end_streams, "--front-end-streams")), server_kind=args.server))
     finally:
         for e in [engine, *variant_engines.values()]:
             e.close()
@@ -97,7 +114,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 
 def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
-    from streamguard.cli import _add_pipeline_options
+    from streamguard.commandline import add_pipeline_options
 
     p = bench_sub.add_parser("pipeline", help="N live RTSP streams through the whole pipeline vs the model alone")
     p.add_argument("--streams", default="1,2,4,8,16", help="stream counts to run, e.g. 1,2,4,8")
@@ -118,10 +135,64 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", default="rtsp", help="what serves the streams: rtsp (GStreamer, as in tests) or flv "
                    "(FLV over TCP from PyAV alone, for a host without GStreamer)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
-    _add_pipeline_options(p)
+    add_pipeline_options(p)
     p.set_defaults(func=cmd_bench_pipeline)
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from lab.bench.model import BenchOptions, plot, run_bench, table
+    from streamguard.inference.engine import resolve_device
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    if not args.analysis_fps > 0:
+        raise ConfigError(f"--analysis-fps must be > 0, got {args.analysis_fps}")
+    opts = BenchOptions(
+        arch=args.arch,
+        device=resolve_device(args.device),
+        batches=tuple(_ints(args.batch, "--batch")),
+        repeats=args.repeats,
+        backends=_words(args.backend, ["torch", "onnxruntime", "tensorrt"], "--backend"),
+        precisions=_words(args.precision, ["fp32", "bf16", "fp16", "int8"], "--precision"),
+        cuda_graphs=args.cuda_graphs,
+        threads=args.threads,
+        img_size=args.img_size,
+        checkpoint=args.checkpoint,
+        plan=args.plan,
+        analysis_fps=args.analysis_fps,
+    )
+    result = run_bench(opts)
+    print(table(result))
+    print(json.dumps(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench_model_{opts.arch}_{opts.device}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {stem.with_suffix('.json')} and {plot(result, stem.with_suffix('.png'))}")
+    return 0
+
+
+def add_model_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("model", help="engines side by side: ms per crop, crops/s, share of this machine's matmul roofline")
+    p.add_argument("--arch", choices=ARCHS, default="base")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--backend", help="comma list of torch, onnxruntime, tensorrt (default: all that run on the device)")
+    p.add_argument("--precision", help="comma list of fp32, bf16, fp16, int8 (default: CPU fp32,int8; CUDA fp16,bf16)")
+    p.add_argument("--batch", default="1,8,32", help="batch sizes, e.g. 1,8,32")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per engine and batch size (median reported)")
+    p.add_argument("--cuda-graphs", choices=["on", "off", "both"], default="both", help="torch on CUDA (default both)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: theirs)")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--analysis-fps", type=float, default=IngestConfig().analysis_fps,
+                   help="analysed frames per second per stream, for the streams-served estimate (default: the config's)")
+    p.add_argument("--checkpoint", type=Path, help="weights to run (default: untrained, seeded)")
+    p.add_argument("--plan", type=Path, help="a TensorRT plan to include (CUDA)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG (default benchmarks/results)")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_bench_model)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: printed as a table and a JSON line")
-    add_pipeline_bench(bench.add_subparsers(dest="bench_command", required=True))
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    add_pipeline_bench(bench_sub)
+    add_model_bench(bench_sub)

@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.asyncio.retry import Retry
 
 from streamguard import metrics
-from streamguard.alerts.events import EventV1, ScoresV1
+from streamguard.events import EventV1, ScoresV1
 from streamguard.config import RedisConfig
 from streamguard.ingest.urls import redact_url
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from streamguard.alerts.events import EventV1, StreamEventV1, parse_any_event
+from streamguard.events import EventV1, StreamEventV1, parse_any_event
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from streamguard import metrics
-from streamguard.alerts.embedded_redis import EmbeddedRedis
-from streamguard.alerts.redis_sink import RedisSink
+from streamguard.redis.embedded import EmbeddedRedis
+from streamguard.redis.sink import RedisSink
 from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, StreamConfig
 from streamguard.faces.stage import FaceStage
@@ -41,7 +41,7 @@ from streamguard.ingest.latest import LatestQueue
 from streamguard.ingest.source import StreamSource
 from streamguard.pipeline import Pipeline
 from streamguard.samples import make_two_face_video
-from streamguard.testing.rtsp import FlvServer, RtspServer, StreamServer
+from lab.servers.rtsp import FlvServer, RtspServer, StreamServer
 from streamguard.types import Frame, Sample
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from streamguard.types import StreamState
+
 SCHEMA = "streamguard.event.v1"
 
 SCORES_SCHEMA = "streamguard.scores.v1"
@@ -87,9 +89,6 @@ class ScoresV1(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
-
-
-StreamState = Literal["connecting", "live", "stalled", "reconnecting", "ended", "failed"]
 
 
 class StreamEventV1(BaseModel):

@@ -2,7 +2,7 @@
 
 Run with the SYSTEM python (GStreamer's bindings are a Debian package, not in the venv):
 
-    /usr/bin/python3 streamguard/testing/rtsp_server_gst.py --port 8554 [--loop] cam1=/path/a.mp4 cam2=/path/b.mp4
+    /usr/bin/python3 lab/servers/rtsp_server_gst.py --port 8554 [--loop] cam1=/path/a.mp4 cam2=/path/b.mp4
 
 Prints "READY <port>" once listening (port 0 picks a free one) and exits cleanly on
 SIGTERM or SIGINT, which closes every client's connection.

@@ -6,7 +6,7 @@ which travels as a wheel. FLV is RTMP's container: every frame is a length-prefi
 so no format adds a frame of look-ahead, and FFmpeg (so `StreamSource`) reads
 tcp://127.0.0.1:PORT like any URL.
 
-    python -m streamguard.testing.flv_server [--loop] [--port cam1=PORT] cam1=/path/a.mp4 cam2=/path/b.mp4
+    python -m lab.servers.flv_server [--loop] [--port cam1=PORT] cam1=/path/a.mp4 cam2=/path/b.mp4
 
 Each file gets a listening port of its own (raw TCP has no path to pick a file by):
 the one `--port` names (so a restarted server keeps its URLs), else any free one.

@@ -1,0 +1,3 @@
+"""Everything streamguard does with Redis: the event sink (pub/sub plus a durable
+Stream, buffered while Redis is away), the embedded redis-server for `demo` and
+tests, the channel subscriber, alert thumbnails and the `subscribe`/`replay` commands."""
