@@ -26,7 +26,7 @@ from tqdm import tqdm
 from streamguard import samples
 from lab.mot import MotAccumulator, MotCounts
 from streamguard.faces.stage import FaceStage
-from streamguard.inference.engine import Engine
+from streamguard.inference.contract import Engine
 from streamguard.types import Frame
 
 PATCH_SCALE = 1.6  # pasted patch side / face side: the face, its hair, a little background

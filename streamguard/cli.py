@@ -39,12 +39,6 @@ COMMAND_MODULES: tuple[str, ...] = ("streamguard.report.commands", "streamguard.
 COMMAND_ENTRY_POINTS = "streamguard.commands"
 DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
 
-UNTRAINED_WARNING = (
-    "no checkpoint given: the model has untrained (random) weights, so its scores mean NOTHING. "
-    "Point it at a fine-tuned FSFM checkpoint or a streamguard-train export with --checkpoint PATH "
-    "(or model.checkpoint in the config, or STREAMGUARD_CHECKPOINT)."
-)
-
 
 def _check_duration(args: argparse.Namespace) -> None:
     if args.duration is not None and args.duration <= 0:
@@ -52,35 +46,29 @@ def _check_duration(args: argparse.Namespace) -> None:
 
 
 async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], None] | None = None) -> int:
-    """Run the pipeline into Redis; return the exit code."""
+    """Run the pipeline into Redis until stopped, `duration` passes or (without --http) every stream ends;
+    return the exit code."""
+    from streamguard.app import running
+    from streamguard.ingest.urls import redact_url
     from streamguard.redis.embedded import EmbeddedRedis
     from streamguard.redis.sink import RedisSink
     from streamguard.redis.subscriber import ChannelSubscriber
-    from streamguard.inference.engine import open_engine
-    from streamguard.ingest.urls import redact_url
-    from streamguard.pipeline import Pipeline
-    from streamguard.server import HttpServer
 
-    engine = open_engine(cfg.model, img_size=cfg.crop.size)  # a bad checkpoint fails here, before any stream starts
-    meta = engine.meta
-    log.info("model %s (%s, digest %s)", meta.name, meta.source, meta.digest)
-    if not meta.trained:
-        log.warning(UNTRAINED_WARNING)
-    embedded: EmbeddedRedis | None = None
-    url = cfg.redis.url
-    if url is None:
-        embedded = EmbeddedRedis().start()
-        url = embedded.url
-        log.info("no --redis-url: started an embedded redis-server at %s", url)
-    sink = RedisSink(cfg.redis, url)
-    subscriber = ChannelSubscriber(url, cfg.redis.channel, on_event) if on_event else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    embedded: EmbeddedRedis | None = None
+    subscriber: ChannelSubscriber | None = None
     try:
-        await sink.start()
-        if subscriber:
+        url = cfg.redis.url
+        if url is None:
+            embedded = EmbeddedRedis().start()
+            url = embedded.url
+            log.info("no --redis-url: started an embedded redis-server at %s", url)
+        sink = RedisSink(cfg.redis, url)
+        if on_event:
+            subscriber = ChannelSubscriber(url, cfg.redis.channel, on_event)
             await subscriber.start()
         log.info(
             "analysing %d stream(s): %s; events on channel %s and stream %s at %s",
@@ -90,21 +78,11 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
             cfg.redis.stream_key,
             redact_url(url),
         )
-        pipeline = Pipeline(cfg, engine, sink)
-        server = HttpServer(cfg, pipeline) if cfg.http.bind else None
-        await pipeline.start()
-        try:
-            if server:
-                await server.start()
+        async with running(cfg, sink) as app:
             if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
-                _write_whole(Path(ready), server.url if server else "")
+                _write_whole(Path(ready), app.server.url if app.server else "")
             # With the API on, streams come and go: keep running with none until stopped.
-            await pipeline.wait(stop, duration, until_idle=server is None)
-        finally:
-            if server:
-                await server.close()
-            reports = await pipeline.close()
-        await sink.close(timeout=10.0)
+            await app.pipeline.wait(stop, duration, until_idle=app.server is None)
         if subscriber:
             await subscriber.drain(expected=sink.published, timeout=5.0)
     finally:
@@ -112,20 +90,18 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
             loop.remove_signal_handler(sig)
         if subscriber:
             await subscriber.close()
-        await sink.close(timeout=0)
         if embedded:
             embedded.close()
-        engine.close()
-    for r in reports:
+    for r in app.reports:
         status = f"FAILED: {r.error}" if r.error else "ok"
         log.info(
             "stream %s: %d frames analysed, %d dropped, %d faces, %d events; %s",
             r.name, r.frames_analysed, r.frames_dropped, r.faces, r.events, status,
         )
     log.info("events: %d published, %d dropped", sink.published, sink.dropped)
-    failed = [r for r in reports if r.error]
+    failed = [r for r in app.reports if r.error]
     if failed:
-        log.error("%d of %d stream(s) failed", len(failed), len(reports))
+        log.error("%d of %d stream(s) failed", len(failed), len(app.reports))
         return EXIT_STREAM_FAILED
     return 0
 
@@ -150,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from streamguard.app import UNTRAINED_WARNING
     from streamguard.redis.subscriber import format_event
     from streamguard.samples import make_two_face_video
 
@@ -181,7 +158,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(serve(cfg, args.duration, on_event=lambda e: print(format_event(e), flush=True)))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; a command another package adds (COMMAND_ENTRY_POINTS) is imported only when
+    `argv` asks for it, so `run` never loads the lab's code."""
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -200,8 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     for entry in entry_points(group=COMMAND_ENTRY_POINTS):
-        entry.load()(sub)
+        if entry.name == chosen:
+            entry.load()(sub)  # adds the parser named entry.name, with its options
+        else:
+            sub.add_parser(entry.name, help=f"(from {entry.value.partition(':')[0]}; see `streamguard {entry.name} -h`)")
     return parser
 
 
@@ -221,7 +204,7 @@ def run_command(prog: str, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("streamguard", build_parser().parse_args(argv))
+    return run_command("streamguard", build_parser(argv).parse_args(argv))
 
 
 if __name__ == "__main__":

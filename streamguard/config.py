@@ -40,7 +40,7 @@ class StreamConfig(_Section):
         return v
 
 
-HwaccelMode = Literal["none", "cuda", "auto"]  # ingest.hwaccel (streamguard/ingest/hwaccel.py)
+HwaccelMode = Literal["none", "cuda", "auto"]  # ingest.hwaccel (streamguard/ingest/hwaccel.py checks cuda at start-up)
 
 
 class IngestConfig(_Section):
@@ -85,16 +85,6 @@ class IngestConfig(_Section):
         description="Decode on the GPU's video engine (NVDEC): auto (the GPU where FFmpeg can open a CUDA device, "
         "else the CPU), cuda (an error where it cannot) or none (always the CPU)",
     )
-
-    @field_validator("hwaccel")
-    @classmethod
-    def _cuda_decodes_here(cls, v: str) -> str:
-        if v == "cuda":
-            from streamguard.ingest.hwaccel import cuda_decode_problem  # imports PyAV: only when asked for
-
-            if (problem := cuda_decode_problem()) is not None:
-                raise ValueError(f"cannot decode on the GPU here: {problem}; use 'auto' to fall back to the CPU")
-        return v
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -26,13 +26,13 @@ import numpy as np
 from streamguard import metrics
 from streamguard.aio import first_of
 from streamguard.events import EventV1, ModelInfo, ScoresV1, StreamEventV1
-from streamguard.redis.thumbnails import alert_thumbnails
+from streamguard.thumbnails import alert_thumbnails
 from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import SourceError, StreamguardError
 from streamguard.faces.stage import FaceStage
 from streamguard.inference.batcher import CropsDropped, EngineFailed, Member, MicroBatcher
-from streamguard.inference.engine import Engine
+from streamguard.inference.contract import Engine
 from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source import SourceStats, StateCallback
@@ -334,9 +334,7 @@ class Pipeline:
 
     async def start(self) -> None:
         limit_numpy_blas_threads()
-        prepare = getattr(self.engine, "prepare", None)
-        if prepare is not None:  # before any stream starts (Engine: why)
-            await asyncio.to_thread(prepare, self.cfg.batcher.max_batch)
+        await asyncio.to_thread(self.engine.prepare, self.cfg.batcher.max_batch)  # before any stream starts (Engine: why)
         await self.batcher.start()
         for stream in self.cfg.streams:
             self.add_stream(stream)

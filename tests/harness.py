@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from streamguard.events import EventV1, StreamEventV1, parse_any_event
 from streamguard.redis.sink import RedisSink
 from streamguard.config import Config, build_config
-from streamguard.inference.engine import open_engine
+from streamguard.app import running
 from streamguard.pipeline import Pipeline
 from streamguard.server import HttpServer
 from streamguard.types import Sample
@@ -96,27 +96,16 @@ def live_config(serve: bool = False, token: str | None = None, streams: dict[str
 
 @asynccontextmanager
 async def live_pipeline(redis_url: str, cfg: Config) -> AsyncIterator[Live]:
-    """Start engine, sink, pipeline (and the HTTP server if `cfg.http.bind`); stop them all after."""
-    engine = open_engine(cfg.model, img_size=cfg.crop.size)
-    sink = RedisSink(cfg.redis, redis_url)
+    """The app as `run` composes it (`streamguard.app.running`), with an event reader on its Stream."""
     events = EventReader(redis_url, cfg.redis.stream_key)
     samples: list[tuple[Sample, float]] = []
-    pipeline = Pipeline(cfg, engine, sink, on_sample=lambda s: samples.append((s, time.time())))
-    server = HttpServer(cfg, pipeline) if cfg.http.bind else None
-    await sink.start()
-    await pipeline.start()
     try:
-        if server is not None:
-            await server.start()
-        yield Live(cfg, pipeline, events, server, samples)
-    finally:
-        if server is not None:
-            await server.close()
-        await pipeline.close()
-        await sink.close(timeout=5.0)
+        async with running(cfg, RedisSink(cfg.redis, redis_url), on_sample=lambda s: samples.append((s, time.time())),
+                           flush_timeout=5.0) as app:
+            yield Live(cfg, app.pipeline, events, app.server, samples)
         await events.poll()  # the events of the shutdown too
+    finally:
         await events.close()
-        engine.close()
 
 
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from streamguard.config import BatcherConfig
 from streamguard import metrics
-from streamguard.inference import BatcherClosed, CropsDropped, EngineFailed, MicroBatcher
-from streamguard.inference.engine import warm_up
+from streamguard.inference import BatcherClosed, CropsDropped, Engine, EngineFailed, MicroBatcher
+from streamguard.inference.registry import warm_up
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.metrics import REGISTRY
 from streamguard.model import untrained_model
@@ -20,7 +20,7 @@ SIZE = 32
 TIMEOUT = 10.0  # generous: every wait below ends on an event long before this
 
 
-class RecordingEngine:
+class RecordingEngine(Engine):
     """Passes calls to a real engine, recording batch sizes; optionally held at a gate
     (every batch, or with `hold` those holding a crop whose first pixel is `hold`), and
     failing any batch that holds a crop whose first pixel is `poison`."""

@@ -20,7 +20,8 @@ import torch
 
 from streamguard.errors import ConfigError
 from lab.bench.model import face_crops
-from streamguard.inference.export import export_onnx, read_sidecar, sidecar_path
+from streamguard.inference.contract import read_sidecar, sidecar_path
+from streamguard.inference.export import export_onnx
 from streamguard.inference.onnx_engine import OnnxEngine
 from streamguard.inference.quantize import quantize_onnx
 from streamguard.inference.torch_engine import CUDA_GRAPH_BUCKETS, TorchEngine, graph_bucket

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from av.codec.hwaccel import HWAccel
 
+from streamguard.cli import main
 from streamguard.config import ConfigError, IngestConfig, StreamConfig, build_config
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, StreamSource
@@ -103,11 +104,14 @@ def test_an_unknown_mode_is_refused():
 
 
 @without_cuda
-def test_cuda_where_ffmpeg_cannot_open_a_device_is_one_clear_config_error():
-    with pytest.raises(ConfigError) as err:
-        build_config({"ingest": {"hwaccel": "cuda"}})
-    assert str(err.value) == (
-        f"config: invalid value for 'ingest.hwaccel': cannot decode on the GPU here: {PROBLEM}; "
+def test_cuda_where_ffmpeg_cannot_open_a_device_is_one_clear_error_at_start_up(tmp_path, capsys):
+    """Checked when `run` starts (config validation does not probe the machine), before the model loads."""
+    assert build_config({"ingest": {"hwaccel": "cuda"}}).ingest.hwaccel == "cuda"
+    config = tmp_path / "cuda.yaml"
+    config.write_text("ingest:\n  hwaccel: cuda\n")
+    assert main(["run", "--config", str(config), "--stream", "cam=rtsp://127.0.0.1:9/none", "--duration", "5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"streamguard: error: config: invalid value for 'ingest.hwaccel': cannot decode on the GPU here: {PROBLEM}; "
         "use 'auto' to fall back to the CPU"
     )
 

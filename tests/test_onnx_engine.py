@@ -19,7 +19,8 @@ from streamguard.cli import main
 from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
 from streamguard.inference import open_engine
-from streamguard.inference.export import export_onnx, sidecar_path
+from streamguard.inference.contract import sidecar_path
+from streamguard.inference.export import export_onnx
 from streamguard.inference.onnx_engine import OnnxEngine, threads_per_call
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model import save_checkpoint, untrained_model

@@ -17,8 +17,10 @@ from streamguard import metrics
 from streamguard.events import EventV1, ScoresV1, parse_any_event
 from streamguard.redis.sink import RedisSink
 from streamguard.config import build_config
+from streamguard.inference.contract import Engine
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
+from streamguard.app import running
 from streamguard.pipeline import Pipeline
 from tests.harness import wait_until
 
@@ -36,10 +38,9 @@ def tiny_engine():
 
 async def run_pipeline(cfg, engine, url, duration=None):
     sink = RedisSink(cfg.redis, url)
-    await sink.start()
-    reports = await Pipeline(cfg, engine, sink).run(asyncio.Event(), duration)
-    await sink.close(timeout=10)
-    return reports, sink
+    async with running(cfg, sink, engine=engine) as app:
+        await app.pipeline.wait(asyncio.Event(), duration)
+    return app.reports, sink
 
 
 def config(video, url, **scoring):
@@ -104,7 +105,7 @@ async def test_calibrated_threshold_from_the_engine(sample_video, fresh_redis):
     assert alerts and all((e.threshold, e.threshold_source) == (0.0, "calibrated") for e in alerts)
 
 
-class HeldEngine:
+class HeldEngine(Engine):
     """The real tiny engine behind a gate: every batch waits until the test opens it."""
 
     def __init__(self, inner: TorchEngine):
@@ -132,23 +133,18 @@ async def test_the_next_frame_is_detected_while_the_model_scores_this_one(sample
     cfg.streams[0].name = "lookahead"
     detected = metrics.FACES_DETECTED.labels(stream="lookahead")
     before = detected._value.get()
-    sink = RedisSink(cfg.redis, fresh_redis.url)
-    await sink.start()
-    pipeline = Pipeline(cfg, engine, sink)
-    await pipeline.start()
-    try:
-        assert await asyncio.to_thread(engine.entered.wait, 30)  # frame 1's two faces are with the model
-        worker = pipeline.workers["lookahead"]
-        # Frame 2's two faces are found while the model still holds frame 1 ...
-        await wait_until(lambda: detected._value.get() - before >= 4, 30, "the next frame detected")
-        # ... but it is tracked only after frame 1 is scored (the tracker sees frames in order).
-        assert (worker.frames_analysed, engine.calls) == (1, 1)
-        engine.gate.set()
-        await wait_until(lambda: worker.frames_analysed >= 3, 30, "more frames analysed")
-    finally:
-        engine.gate.set()
-        await pipeline.close()
-        await sink.close(timeout=10)
+    async with running(cfg, RedisSink(cfg.redis, fresh_redis.url), engine=engine) as app:
+        try:
+            assert await asyncio.to_thread(engine.entered.wait, 30)  # frame 1's two faces are with the model
+            worker = app.pipeline.workers["lookahead"]
+            # Frame 2's two faces are found while the model still holds frame 1 ...
+            await wait_until(lambda: detected._value.get() - before >= 4, 30, "the next frame detected")
+            # ... but it is tracked only after frame 1 is scored (the tracker sees frames in order).
+            assert (worker.frames_analysed, engine.calls) == (1, 1)
+            engine.gate.set()
+            await wait_until(lambda: worker.frames_analysed >= 3, 30, "more frames analysed")
+        finally:
+            engine.gate.set()
 
 
 class PreparedEngine(HeldEngine):
@@ -209,15 +205,8 @@ async def test_a_failing_engine_call_leaves_its_crops_unscored_and_the_stream_ru
     cfg = config(sample_video, fresh_redis.url)
     cfg.streams[0].name = "survives"
     failures = metrics.ENGINE_FAILURES._value.get()
-    sink = RedisSink(cfg.redis, fresh_redis.url)
-    await sink.start()
-    pipeline = Pipeline(cfg, engine, sink)
-    await pipeline.start()
-    try:
-        worker = pipeline.workers["survives"]
+    async with running(cfg, RedisSink(cfg.redis, fresh_redis.url), engine=engine) as app:
+        worker = app.pipeline.workers["survives"]
         await wait_until(lambda: engine.calls >= 5, 30, "calls after the two that failed")
         assert metrics.ENGINE_FAILURES._value.get() - failures == 2
-        assert worker.error is None and not pipeline._tasks["survives"].done()  # the stream goes on
-    finally:
-        await pipeline.close()
-        await sink.close(timeout=10)
+        assert worker.error is None and not app.pipeline._tasks["survives"].done()  # the stream goes on

@@ -19,7 +19,8 @@ from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
 from streamguard.inference import open_engine
 from lab.bench.model import face_crops
-from streamguard.inference.export import export_onnx, sidecar_path
+from streamguard.inference.contract import sidecar_path
+from streamguard.inference.export import export_onnx
 from streamguard.inference.tensorrt_engine import BuildOptions, TensorRTEngine, build_engine, plan_buckets
 from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model import untrained_model

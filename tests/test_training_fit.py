@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from streamguard.config import ModelConfig
 from streamguard.errors import ConfigError
-from streamguard.inference.engine import open_engine
+from streamguard.inference.registry import open_engine
 from streamguard.model.checkpoint import MEAN_STD_FILE, load_checkpoint, untrained_model
 from training.cli import main
 from training.config import ModelSection, TrainConfig, load_train_config

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from streamguard.config import ModelConfig
-from streamguard.inference.engine import open_engine
-from streamguard.inference.export import read_sidecar
+from streamguard.inference.registry import open_engine
+from streamguard.inference.contract import read_sidecar
 from training.cli import main
 from training.datasets import CropDataset
 from training.index import read_index

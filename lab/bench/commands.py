@@ -16,7 +16,7 @@ from streamguard.config import IngestConfig
 from streamguard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streamguard.inference.engine import Engine
+    from streamguard.inference.contract import Engine
 
 RESULTS = Path("benchmarks/results")
 ARCHS = ["tiny", "small", "base", "large"]
@@ -68,7 +68,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from lab.bench.pipeline import RESOLUTIONS, SERVERS, model_only_throughput, run_bench, stand_in_crops, streams_for_load
     from streamguard.commandline import pipeline_overrides
     from streamguard.config import load_config
-    from streamguard.inference.engine import open_engine
+    from streamguard.inference.registry import open_engine
 
     resolutions = args.resolutions.split(",")
     unknown = [r for r in resolutions if r not in RESOLUTIONS]
@@ -141,7 +141,7 @@ def add_pipeline_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from lab.bench.model import BenchOptions, plot, run_bench, table
-    from streamguard.inference.engine import resolve_device
+    from streamguard.inference.registry import resolve_device
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")

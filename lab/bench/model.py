@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamguard.errors import ConfigError
-from streamguard.inference.engine import Engine
+from streamguard.inference.contract import Engine
 from streamguard.model.checkpoint import LoadedModel
 from streamguard.model.fsfm import ViTSpec
 
@@ -52,7 +52,7 @@ class Candidate:
 
 
 def default_candidate(device: str) -> Candidate:
-    """What `--precision auto` runs for trained weights on `device` (streamguard.inference.engine)."""
+    """What `--precision auto` runs for trained weights on `device` (streamguard.inference.registry)."""
     if device == "cuda":
         return Candidate("torch", "fp16", "cuda", cuda_graphs=True)
     return Candidate("onnxruntime", "int8", "cpu")
@@ -71,7 +71,7 @@ def candidates(device: str, backends: list[str] | None, precisions: list[str] | 
         valid = [Candidate("torch", p, "cuda", g) for p in ("fp32", "fp16", "bf16") for g in modes]
         default_precisions = ["fp16", "bf16"]
     if plan is not None:
-        from streamguard.inference.export import read_sidecar
+        from streamguard.inference.contract import read_sidecar
 
         valid.append(Candidate("tensorrt", read_sidecar(plan).precision, "cuda"))
         default_precisions.append(valid[-1].precision)

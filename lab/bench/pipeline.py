@@ -36,10 +36,10 @@ from streamguard.redis.sink import RedisSink
 from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, StreamConfig
 from streamguard.faces.stage import FaceStage
-from streamguard.inference.engine import Engine
+from streamguard.inference.contract import Engine
 from streamguard.ingest.latest import LatestQueue
 from streamguard.ingest.source import StreamSource
-from streamguard.pipeline import Pipeline
+from streamguard.app import running
 from streamguard.samples import make_two_face_video
 from lab.servers.rtsp import FlvServer, RtspServer, StreamServer
 from streamguard.types import Frame, Sample
@@ -233,31 +233,28 @@ async def run_case(
         if len(crops) < 64:
             crops.append(sample.face.crop)
 
-    sink = RedisSink(case_cfg.redis, redis_url)
-    await sink.start()
-    pipeline = Pipeline(case_cfg, engine, sink, on_sample=on_sample)
     batch_sum0, batch_n0 = _hist(metrics.BATCH_SIZE)
     infer_s0 = 0.0
     crops_dropped0 = metrics.CROPS_DROPPED._value.get()
     rss_timeline: list[tuple[float, float]] = []
-    await pipeline.start()
-    stop = asyncio.Event()
-    cpu_start: dict[str, float] = {}
-    server_start = 0.0
-    deadline = warmup + seconds
-    while (now := time.monotonic() - t0) < deadline:
-        if not cpu_start and now >= warmup:
-            cpu_start = thread_cpu_seconds(engine_pool)  # stage threads exist once streams are live
-            infer_s0 = _hist(metrics.INFER_SECONDS)[0]
-            server_start = process_cpu_seconds_of(server.pid)
-        rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
-        await pipeline.wait(stop, duration=min(1.0, deadline - now), until_idle=False)
-    cpu_end = thread_cpu_seconds(engine_pool)
-    infer_s = _hist(metrics.INFER_SECONDS)[0] - infer_s0
-    server_cores = (process_cpu_seconds_of(server.pid) - server_start) / seconds
-    dropped = [w.queue.dropped for w in pipeline.workers.values()]
-    await pipeline.close()
-    await sink.close(timeout=5)
+    sink = RedisSink(case_cfg.redis, redis_url)
+    async with running(case_cfg, sink, engine=engine, on_sample=on_sample, flush_timeout=5) as app:
+        pipeline = app.pipeline
+        stop = asyncio.Event()
+        cpu_start: dict[str, float] = {}
+        server_start = 0.0
+        deadline = warmup + seconds
+        while (now := time.monotonic() - t0) < deadline:
+            if not cpu_start and now >= warmup:
+                cpu_start = thread_cpu_seconds(engine_pool)  # stage threads exist once streams are live
+                infer_s0 = _hist(metrics.INFER_SECONDS)[0]
+                server_start = process_cpu_seconds_of(server.pid)
+            rss_timeline.append((round(now, 1), round(rss_mb(), 1)))
+            await pipeline.wait(stop, duration=min(1.0, deadline - now), until_idle=False)
+        cpu_end = thread_cpu_seconds(engine_pool)
+        infer_s = _hist(metrics.INFER_SECONDS)[0] - infer_s0
+        server_cores = (process_cpu_seconds_of(server.pid) - server_start) / seconds
+        dropped = [w.queue.dropped for w in pipeline.workers.values()]
 
     batch_sum, batch_n = _hist(metrics.BATCH_SIZE)
     mean_batch = (batch_sum - batch_sum0) / max(1, batch_n - batch_n0)

@@ -1,7 +1,8 @@
-"""Scoring face crops: model backends behind one `Engine` interface, and the
-micro-batcher that shares one engine among all streams."""
+"""Scoring face crops: the engine contract, the registry that opens an engine file
+with its backend, and the micro-batcher that shares one engine among all streams."""
 
 from streamguard.inference.batcher import BatcherClosed, CropsDropped, EngineFailed, MicroBatcher
-from streamguard.inference.engine import OPENERS, Engine, check_crops, open_engine
+from streamguard.inference.contract import Engine, check_crops
+from streamguard.inference.registry import BACKENDS, open_engine
 
-__all__ = ["OPENERS", "BatcherClosed", "CropsDropped", "Engine", "EngineFailed", "MicroBatcher", "check_crops", "open_engine"]
+__all__ = ["BACKENDS", "BatcherClosed", "CropsDropped", "Engine", "EngineFailed", "MicroBatcher", "check_crops", "open_engine"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamguard.config import BatcherConfig
-from streamguard.inference.engine import Engine, check_crops
+from streamguard.inference.contract import Engine, check_crops
 from streamguard.metrics import BATCH_SIZE, CROP_QUEUE_DEPTH, CROPS_DROPPED, ENGINE_FAILURES, INFER_SECONDS
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class MicroBatcher:
         self._open_member_requests = 0  # their requests queued or in flight
         # One call's time per crop, for free_at: the median of the latest calls (one slow call, say while
         # every stream starts at once, does not throw the forecasts off), from one crop's time at warm-up.
-        warm = float(getattr(engine, "warm_seconds_per_crop", 0.0))
+        warm = engine.warm_seconds_per_crop or 0.0
         self._recent_per_crop: deque[float] = deque([warm] if warm else [], maxlen=RECENT_CALLS)
         self._dry = asyncio.Event()  # set while a worker is free and no crop waits (see sleep_until)
         self._dry.set()

@@ -10,7 +10,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from streamguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,10 @@ from __future__ import annotations
 import streamguard._torchvision_compat  # noqa: F401  (must precede timm: see its docstring)
 
 import copy
-import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,11 @@ from timm.layers import Attention
 from torch import nn
 
 import streamguard
-from streamguard.errors import CheckpointError, ConfigError
+from streamguard.errors import ConfigError
+from streamguard.inference.contract import INPUT_NAME, OUTPUT_NAMES, engine_sidecar, sidecar_path, write_json_atomic
 from streamguard.inference.torch_engine import CropScorer
-from streamguard.model.checkpoint import LoadedModel, ModelMeta
+from streamguard.model.checkpoint import LoadedModel
 
-SIDECAR_FORMAT = "streamguard.engine.v1"
-INPUT_NAME = "crops"
-OUTPUT_NAMES = ("p_fake", "embedding")
 ATTENTION_LAYOUT = "split-qkv"  # how attention is traced (see SplitQKVAttention); engine caches key on it
 
 
@@ -87,69 +84,6 @@ def export_model(model: nn.Module) -> nn.Module:
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, SplitQKVAttention(module))
     return model
-
-
-def sidecar_path(engine: Path) -> Path:
-    """PATH.onnx / PATH.plan -> PATH.json."""
-    return Path(engine).with_suffix(".json")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def engine_sidecar(meta: ModelMeta, embed_dim: int, precision: str, **extra: Any) -> dict[str, Any]:
-    """The sidecar of an engine file: the model's meta, the I/O contract, the precision, and `extra`."""
-    size = meta.img_size
-    return {
-        "format": SIDECAR_FORMAT,
-        "model": meta.to_dict(),  # name, arch, img_size, mean, std, class_names, fake_index, threshold, digest, ...
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", size, size, 3], "layout": "NHWC, RGB"},
-        "outputs": {"p_fake": {"dtype": "float32", "shape": ["N"]}, "embedding": {"dtype": "float32", "shape": ["N", embed_dim]}},
-        "precision": precision,
-        **extra,
-    }
-
-
-@dataclass(frozen=True)
-class Sidecar:
-    """What an engine file's sidecar says about it."""
-
-    meta: ModelMeta  # path = the engine file
-    embed_dim: int
-    precision: str  # fp32, int8, fp16
-    data: dict[str, Any]  # the whole JSON
-
-
-def read_sidecar(engine: Path) -> Sidecar:
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise CheckpointError(f"{engine}: its sidecar {path.name} is missing (write both with `streamguard export-onnx`)")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != SIDECAR_FORMAT:
-            raise ValueError(f"format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
-        m = data["model"]
-        meta = ModelMeta(
-            name=str(m["name"]),
-            arch=str(m["arch"]),
-            img_size=int(m["img_size"]),
-            mean=tuple(float(v) for v in m["mean"]),
-            std=tuple(float(v) for v in m["std"]),
-            fake_index=int(m["fake_index"]),
-            class_names=tuple(str(v) for v in m["class_names"]),
-            threshold=None if m["threshold"] is None else float(m["threshold"]),
-            digest=str(m["digest"]),
-            trained=bool(m["trained"]),
-            source=m["source"],
-            path=str(engine),
-        )
-        return Sidecar(meta, int(data["outputs"]["embedding"]["shape"][1]), str(data["precision"]), data)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-        raise CheckpointError(f"{path}: not a valid {SIDECAR_FORMAT} sidecar ({type(err).__name__}: {err})") from None
 
 
 def exporter_versions(opset: int) -> dict[str, Any]:

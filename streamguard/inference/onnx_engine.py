@@ -20,14 +20,17 @@ call is the default (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError
-from streamguard.inference.engine import check_crops
-from streamguard.inference.export import INPUT_NAME, read_sidecar
+from streamguard.inference.contract import INPUT_NAME, Engine, check_crops, check_fits, read_sidecar
+
+log = logging.getLogger(__name__)
 
 
 def _describe(arg: object) -> str:
@@ -78,7 +81,7 @@ def threads_per_call(threads: int | None, parallel_calls: int, cores: int) -> in
     return 0 if parallel_calls == 1 else max(1, cores // parallel_calls)
 
 
-class OnnxEngine:
+class OnnxEngine(Engine):
     def __init__(self, path: Path | str, threads: int | None = None, parallel_calls: int = 1):
         import onnxruntime as ort
 
@@ -119,5 +122,16 @@ class OnnxEngine:
         p_fake, embedding = self._session.run(["p_fake", "embedding"], {INPUT_NAME: np.ascontiguousarray(crops)})
         return p_fake, embedding
 
+    def calls_described(self) -> str:
+        threads = f"{self.threads} thread(s)" if self.threads else "onnxruntime's default threads"
+        return f"{self.concurrency} call(s) at once on {threads} each"
+
     def close(self) -> None:
         self._session = None
+
+
+def open_onnx(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    """The registry's opener for .onnx files (`inference.registry.BACKENDS`)."""
+    engine = check_fits(OnnxEngine(path, threads=cfg.threads, parallel_calls=cfg.parallel_calls), path, cfg, img_size)
+    log.info("inference: onnxruntime %s on CPU, %s (%s)", engine.precision, engine.calls_described(), path)
+    return engine

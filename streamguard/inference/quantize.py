@@ -36,7 +36,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from streamguard.errors import CheckpointError, ConfigError
-from streamguard.inference.export import ATTENTION_LAYOUT, export_onnx, read_sidecar, sidecar_path, write_json_atomic
+from streamguard.inference.contract import read_sidecar, sidecar_path, write_json_atomic
+from streamguard.inference.export import ATTENTION_LAYOUT, export_onnx
 from streamguard.model.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)

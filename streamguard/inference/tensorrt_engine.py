@@ -16,6 +16,7 @@ torch provides the CUDA memory and stream, so no other CUDA binding is needed.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from streamguard.config import ModelConfig
 from streamguard.errors import CheckpointError, ConfigError
-from streamguard.inference.engine import check_crops
-from streamguard.inference.export import INPUT_NAME, OUTPUT_NAMES, read_sidecar, sidecar_path, write_json_atomic
+from streamguard.inference.contract import (
+    INPUT_NAME, OUTPUT_NAMES, Engine, check_crops, check_fits, read_sidecar, refuse_parallel_calls, sidecar_path,
+    write_json_atomic,
+)
 
 PLAN_SUFFIXES = (".plan", ".engine")
+
+log = logging.getLogger(__name__)
 
 
 def require_tensorrt(path: Path) -> ModuleType:
@@ -130,7 +136,7 @@ def plan_buckets(min_batch: int, max_batch: int) -> list[int]:
     return sorted({min_batch, *buckets, max_batch})
 
 
-class TensorRTEngine:
+class TensorRTEngine(Engine):
     concurrency = 1  # one execution context and its bound buffers: one call at a time
 
     def __init__(self, path: Path | str):
@@ -218,3 +224,11 @@ class TensorRTEngine:
         self._context = None
         self._engine = None
         self._buffers.clear()
+
+
+def open_plan(path: Path, cfg: ModelConfig, img_size: int) -> Engine:
+    """The registry's opener for TensorRT plans (`inference.registry.BACKENDS`)."""
+    refuse_parallel_calls(cfg, "TensorRT")
+    engine = check_fits(TensorRTEngine(path), path, cfg, img_size)
+    log.info("inference: TensorRT %s (%s)", engine.precision, path)
+    return engine

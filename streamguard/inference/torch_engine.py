@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from streamguard.cuda_context import share_primary_context
-from streamguard.inference.engine import check_crops
+from streamguard.inference.contract import Engine, check_crops
 from streamguard.model.checkpoint import LoadedModel, ModelMeta
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def graph_bucket(n: int) -> int:
     return next(b for b in CUDA_GRAPH_BUCKETS if b >= n)
 
 
-class TorchEngine:
+class TorchEngine(Engine):
     """Runs a LoadedModel with torch; never changes the caller's model (CUDA works on a copy)."""
 
     concurrency = 1  # torch spreads one call over its threads (CUDA: its own stream, one graph per bucket)

@@ -18,15 +18,17 @@ to 5.9 (docs/benchmarks.md).
 `ingest.hwaccel`: `auto` (the default) uses the GPU where FFmpeg can open one and the
 CPU elsewhere; `cuda` decodes on the GPU and is a configuration error where FFmpeg
 cannot open a CUDA device (one clear line before any stream starts, not a stream that
-fails later); `none` always decodes on the CPU. `auto` is the default because on the
-H200 host NVDEC did better than the CPU wherever it mattered: at 32 1080p streams 0.09
-cores per stream against 0.26, p99 90 ms against 367, and an engine beside them kept
-6,314 crops/s against 3,043. What it costs: 1-2 s more start-up at 16-32 streams (NVDEC
-sessions), and the frames that queue meanwhile arrive up to 2 s late (none later, in the
-runs that recorded when). A stream NVDEC cannot open falls back to the CPU (StreamSource
-logs why), and `StreamSource.hw_decoding` says whether the GPU was set up to decode it
-(a stream NVDEC accepts at open but refuses later, e.g. an unsupported profile, falls
-back to the CPU inside FFmpeg without telling).
+fails later: `gpu_decoding_problem`, which start-up and the API check, so that config
+validation itself stays free of PyAV and of probing the machine); `none` always decodes
+on the CPU. `auto` is the default because on the H200 host NVDEC did better than the CPU
+wherever it mattered: at 32 1080p streams 0.09 cores per stream against 0.26, p99 90 ms
+against 367, and an engine beside them kept 6,314 crops/s against 3,043. What it costs:
+1-2 s more start-up at 16-32 streams (NVDEC sessions), and the frames that queue
+meanwhile arrive up to 2 s late (none later, in the runs that recorded when). A stream
+NVDEC cannot open falls back to the CPU (StreamSource logs why), and
+`StreamSource.hw_decoding` says whether the GPU was set up to decode it (a stream NVDEC
+accepts at open but refuses later, e.g. an unsupported profile, falls back to the CPU
+inside FFmpeg without telling).
 
 All streams share the device's primary CUDA context (the one torch uses too), not a
 context each: every context holds GPU memory of its own, which many streams multiply.
@@ -41,7 +43,7 @@ import functools
 import av
 from av.codec.hwaccel import HWAccel
 
-from streamguard.config import HwaccelMode
+from streamguard.config import HwaccelMode, IngestConfig
 from streamguard.cuda_context import share_primary_context
 
 CUDA_OPTIONS = {"primary_ctx": "1"}  # share the device's primary context
@@ -61,10 +63,17 @@ def cuda_decode_problem() -> str | None:
     return None
 
 
+def gpu_decoding_problem(cfg: IngestConfig) -> str | None:
+    """Why `cfg` cannot run here (`hwaccel: cuda` where FFmpeg cannot decode on a GPU), else None."""
+    if cfg.hwaccel == "cuda" and (problem := cuda_decode_problem()) is not None:
+        return f"invalid value for 'ingest.hwaccel': cannot decode on the GPU here: {problem}; use 'auto' to fall back to the CPU"
+    return None
+
+
 def decoder_hwaccel(mode: HwaccelMode) -> HWAccel | None:
     """What `av.open(..., hwaccel=)` gets for `mode`; None decodes on the CPU.
 
-    `cuda` where CUDA cannot decode is refused earlier, by the config's validation."""
+    `cuda` where CUDA cannot decode is refused earlier, at start-up (`gpu_decoding_problem`)."""
     if mode == "none" or cuda_decode_problem() is not None:
         return None
     return HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS, is_hw_owned=True)

@@ -26,9 +26,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from streamguard.events import EventV1, ModelInfo, StreamEventV1
-from streamguard.cli import UNTRAINED_WARNING
 from streamguard.config import Config, ScoringConfig, StreamConfig
-from streamguard.inference.engine import open_engine
+from streamguard.app import running
 from streamguard.pipeline import Pipeline, StreamReport
 from streamguard.report.html import render_report
 from streamguard.report.probe import VideoInfo, probe_video
@@ -75,36 +74,25 @@ async def analyze(video: Path, out: Path, cfg: Config) -> AnalysisV1:
     info = probe_video(video, cfg.ingest.analysis_fps)  # a bad file fails before the model loads
     cfg = offline_config(cfg, video)
     out.mkdir(parents=True, exist_ok=True)
-    engine = open_engine(cfg.model, img_size=cfg.crop.size)
-    try:
-        meta = engine.meta
-        log.info("model %s (%s, digest %s)", meta.name, meta.source, meta.digest)
-        if not meta.trained:
-            log.warning(UNTRAINED_WARNING)
-        recorder = SampleRecorder()
-        with JsonlSink(out / "events.jsonl") as sink:
-            pipeline = Pipeline(cfg, engine, sink, on_sample=recorder)
-            run = await _run(pipeline, recorder, sink, info, video.name)
-    finally:
-        engine.close()
-    return write_report(out, video, info, cfg, run)
-
-
-async def _run(pipeline: Pipeline, recorder: SampleRecorder, sink: JsonlSink, info: VideoInfo, label: str) -> RunResult:
-    """Run the pipeline to the end of the file under a progress bar."""
-    with logging_redirect_tqdm(), tqdm(total=info.expected_frames, desc=label, unit="frame") as bar:
-        progress = asyncio.create_task(_follow(pipeline, bar), name="progress")
-        try:
-            (report,) = await pipeline.run(asyncio.Event())
-        finally:
-            progress.cancel()
-            await asyncio.gather(progress, return_exceptions=True)
+    recorder = SampleRecorder()
+    sink = JsonlSink(out / "events.jsonl")
+    with logging_redirect_tqdm(), tqdm(total=info.expected_frames, desc=video.name, unit="frame") as bar:
+        async with running(cfg, sink, on_sample=recorder) as app:
+            pipeline = app.pipeline
+            progress = asyncio.create_task(_follow(pipeline, bar), name="progress")
+            try:
+                await pipeline.wait(asyncio.Event())  # until the file's stream ends
+            finally:
+                progress.cancel()
+                await asyncio.gather(progress, return_exceptions=True)
+            (worker,) = pipeline.workers.values()
+        (report,) = app.reports
         if report.error is None and bar.total is not None:
             bar.total = report.frames_analysed  # the estimate is exact only at a constant frame rate
         bar.update(report.frames_analysed - bar.n)
-    (worker,) = pipeline.workers.values()
     scorer = worker.scorer
-    return RunResult(report, pipeline.model_info, scorer.cfg, scorer.threshold, scorer.threshold_source, recorder, sink.events)
+    run = RunResult(report, pipeline.model_info, scorer.cfg, scorer.threshold, scorer.threshold_source, recorder, sink.events)
+    return write_report(out, video, info, cfg, run)
 
 
 async def _follow(pipeline: Pipeline, bar: tqdm) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
@@ -38,14 +37,12 @@ class JsonlSink:
     def publish_scores(self, scores: ScoresV1) -> None:
         """Discarded: the live-scores feed is for dashboards; scores.csv holds every sample."""
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        """Nothing to connect to: the file is open from the start."""
+
+    async def close(self, timeout: float = 0.0) -> None:
+        """Close the file (every line is written already; `timeout` is the EventSink signature's)."""
         self._file.close()
-
-    def __enter__(self) -> JsonlSink:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)

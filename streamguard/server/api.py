@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
+from streamguard.ingest.hwaccel import gpu_decoding_problem
 from streamguard.server.control import Control, StreamConflict, UnknownStream
 
 CONTROL = web.AppKey("control", Control)
@@ -82,6 +83,8 @@ async def add_stream(request: web.Request) -> web.Response:
         ingest = IngestConfig.model_validate({**control.cfg.ingest.model_dump(), **overrides})
     except ValidationError as err:
         raise web.HTTPBadRequest(text=_invalid(err, "ingest.")) from None
+    if (problem := gpu_decoding_problem(ingest)) is not None:
+        raise web.HTTPBadRequest(text=problem)
     try:
         worker = await control.add(stream, ingest)
     except StreamConflict as err:
