@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Run 3: the primary context's flags after torch, the tests, the engine with the staging buffer filled by
+# torch's copy, and 32 NVDEC streams on the shared context against a context per stream
+# (ingest_private_ctx.py, carried as .gpudiag/ingest_private_ctx.py then).
+# Results: benchmarks/results/gpu-h200-20261204/run3/.
 set -uo pipefail
 R=/tmp/r3; mkdir -p $R
 export XDG_CACHE_HOME=$PWD/.gpucache PYTHONUNBUFFERED=1
@@ -14,6 +18,6 @@ timeout 60 python3 -m streamguard.cli bench model --device cuda --arch base --pr
 nvidia-smi dmon -s um -d 1 > $R/dmon.txt 2>&1 & d=$!
 timeout 75 python3 benchmarks/bench_ingest.py --seconds 20 --sizes 1920x1080 --streams 32 --hwaccel cuda --out $R/shared32.json > $R/shared32.txt 2>&1; echo "shared rc=$?"; tail -3 $R/shared32.txt | cut -c1-170
 echo "---- private contexts" >> $R/dmon.txt
-timeout 75 python3 .gpudiag/ingest_private_ctx.py --seconds 20 --sizes 1920x1080 --streams 32 --hwaccel cuda --out $R/private32.json > $R/private32.txt 2>&1; echo "private rc=$?"; tail -3 $R/private32.txt | cut -c1-170
+timeout 75 python3 benchmarks/investigations/gpu-h200-20261204/ingest_private_ctx.py --seconds 20 --sizes 1920x1080 --streams 32 --hwaccel cuda --out $R/private32.json > $R/private32.txt 2>&1; echo "private rc=$?"; tail -3 $R/private32.txt | cut -c1-170
 kill $d; grep -v "^#" $R/dmon.txt | awk '{print $5"/"$8}' | tr '\n' ' '; echo
 tar czf $OUT/r3.tgz -C /tmp r3

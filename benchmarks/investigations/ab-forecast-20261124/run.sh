@@ -1,5 +1,6 @@
 #!/bin/bash
 # Side by side: this change (/work/main) vs main before it (/tmp/wt-main), alternating per case.
+# Results (/tmp/ab/new, /tmp/ab/main): benchmarks/results/ab-forecast-20261124/.
 cd /work/main  # the change; /tmp/wt-main: a git worktree of main before it (405ac73)
 for round in 1 2; do
   for n in 8 16; do
