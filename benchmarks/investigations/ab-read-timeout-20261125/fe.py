@@ -2,9 +2,9 @@
 import asyncio, json, os, sys
 from dataclasses import asdict
 from pathlib import Path
-from streamguard.bench.pipeline import run_front_end, sample_videos
+from lab.bench.pipeline import run_front_end, sample_videos
 from streamguard.config import Config
-from streamguard.testing.rtsp import RtspServer
+from lab.servers.rtsp import RtspServer
 
 async def main():
     res, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -19,7 +19,7 @@ PARTS = [  # first match wins
     ("crop", ("crops.py",)),
     ("tracker", ("kalman.py", "tracker.py", "mot.py", "reid.py")),
     ("scoring", ("scoring/",)),
-    ("alerts, Redis", ("alerts/", "redis/")),
+    ("alerts, Redis", ("streamguard/redis/", "redis/")),
     ("ingest: packet loop, read-timeout callback, hand-off", ("source.py", "latest.py")),
     ("event loop, executor hand-offs", ("asyncio/", "concurrent/futures", "threading.py", "selectors.py")),
 ]
