@@ -1,0 +1,227 @@
+"""RedisSink against real redis-server faults: every one is an outage that is counted,
+logged and survived, never the silent end of delivery.
+
+Each fault test delivers one event, breaks Redis, publishes more, waits until the sink
+has failed at least twice for the expected reason (so a retry happened during the
+fault), checks nothing was delivered or dropped meanwhile, fixes Redis, and then
+expects every event in the Stream, in order, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from streamguard import metrics
+from streamguard.config import RedisConfig
+from streamguard.events import parse_event
+from streamguard.redis.embedded import EmbeddedRedis
+from streamguard.redis.faults import FaultLog, RedisFault
+from streamguard.redis.sink import RedisSink
+from tests.conftest import _redis
+from tests.test_redis_sink import event, stream_tracks
+
+N = 30  # events published during each fault (within one send batch and the buffer)
+USER = "sink"
+PASSWORD = "s3cret-pw"
+SINK_ACL = ["~streamguard:*", "&streamguard:*", "+multi", "+exec", "+xadd", "+publish", "+set"]
+
+
+def errors(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("streamguard_redis_errors_total", {"reason": reason}) or 0.0
+
+
+def redis_up() -> float | None:
+    return metrics.REGISTRY.get_sample_value("streamguard_redis_up")
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def outage_then_recovery(
+    sink: RedisSink, reason: str, break_redis: Callable[[], Awaitable[object]], fix_redis: Callable[[], Awaitable[object]],
+    caplog: pytest.LogCaptureFixture, logged: str, attachments: bool = False,
+) -> None:
+    """Event 0 before the fault, events 1..N during it; returns once all are delivered.
+
+    `logged` is what the fault's (single, rate-limited) warning must say: command, key, reason.
+    """
+    caplog.set_level(logging.INFO, logger="streamguard.redis.sink")
+    caplog.clear()
+    sink.publish(event(0))
+    assert await sink.flush(timeout=10)
+    assert redis_up() == 1
+    before = errors(reason)
+    await break_redis()
+    for i in range(1, N + 1):
+        sink.publish(event(i), {f"streamguard:thumb:id{i}:face": b"jpeg%d" % i} if attachments else None)
+    await until(lambda: redis_up() == 0 and errors(reason) >= before + 2, 20, f"two '{reason}' errors and redis_up 0")
+    assert sink.pending == N and sink.dropped == 0 and sink.published == 1
+    await fix_redis()
+    assert await sink.flush(timeout=20), f"{sink.pending} events still buffered after the fix"
+    assert redis_up() == 1
+    assert sink.published == N + 1 and sink.dropped == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and logged in warnings[0], warnings
+    assert '"schema"' not in warnings[0] and PASSWORD not in warnings[0]  # no payload, no password
+    assert any("accepts events again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+@pytest.fixture
+def second_redis() -> Iterator[EmbeddedRedis]:
+    server = _redis()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def admin(fresh_redis: EmbeddedRedis):
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    yield client
+    await client.aclose()
+
+
+def user_url(server: EmbeddedRedis, password: str = PASSWORD) -> str:
+    return f"redis://{USER}:{password}@127.0.0.1:{server.port}/0"
+
+
+async def test_wrongtype_events_key(fresh_redis, admin, caplog):
+    cfg = RedisConfig(url=fresh_redis.url)
+    listener = admin.pubsub()
+    await listener.subscribe(cfg.channel)
+    await listener.get_message(timeout=1.0)  # subscribe confirmation
+    sink = RedisSink(cfg, fresh_redis.url)
+    await sink.start()
+    try:
+        await outage_then_recovery(
+            sink, "wrongtype",
+            lambda: admin.set(cfg.stream_key, "not a stream"),  # replaces the Stream (and event 0)
+            lambda: admin.delete(cfg.stream_key),
+            caplog, "XADD 'streamguard:events' failed (wrongtype): WRONGTYPE Operation against a key",
+        )
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, cfg.stream_key) == list(range(1, N + 1))
+    # The channel got every event once: retries sent only the XADDs that had failed.
+    received = []
+    while (msg := await listener.get_message(ignore_subscribe_messages=True, timeout=1.0)) is not None:
+        received.append(parse_event(msg["data"]).track)
+    await listener.aclose()
+    assert received == list(range(N + 1))
+
+
+async def test_readonly_replica_then_promoted(fresh_redis, second_redis, caplog):
+    """The sink writes to a server that becomes a replica (as after a failover), then is promoted."""
+    cfg = RedisConfig(url=second_redis.url)
+    replica = aioredis.Redis.from_url(second_redis.url)
+
+    async def become_replica() -> None:
+        await replica.replicaof("127.0.0.1", fresh_redis.port)
+        await until_linked()
+
+    async def until_linked() -> None:
+        deadline = time.monotonic() + 20
+        while (await replica.info("replication")).get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "replica never linked to its primary"
+            await asyncio.sleep(0.05)
+
+    sink = RedisSink(cfg, second_redis.url)
+    await sink.start()
+    try:
+        await outage_then_recovery(sink, "readonly", become_replica, lambda: replica.replicaof("NO", "ONE"),
+                                   caplog, "failed (readonly): READONLY You can't write against a read only replica")
+    finally:
+        await sink.close()
+        await replica.aclose()
+    # Becoming a replica replaced its data with the primary's (empty): event 0 went with it.
+    assert await stream_tracks(second_redis.url, cfg.stream_key) == list(range(1, N + 1))
+
+
+async def test_out_of_memory_then_limit_raised(fresh_redis, admin, caplog):
+    cfg = RedisConfig(url=fresh_redis.url)
+
+    async def fill() -> None:
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.set("filler", b"x" * 2_000_000)
+        await admin.config_set("maxmemory", "1mb")
+
+    sink = RedisSink(cfg, fresh_redis.url)
+    await sink.start()
+    try:
+        await outage_then_recovery(sink, "oom", fill, lambda: admin.config_set("maxmemory", "0"), caplog,
+                                   "SET 'streamguard:thumb:id1:face' failed (oom): OOM command not allowed", attachments=True)
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, cfg.stream_key) == list(range(N + 1))
+    assert await admin.get(f"streamguard:thumb:id{N}:face") == b"jpeg%d" % N  # thumbnails waited too
+
+
+async def test_permission_removed_then_granted(fresh_redis, admin, caplog):
+    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
+                            channels=["streamguard:*"], commands=["+multi", "+exec", "+xadd", "+publish", "+set"])
+    url = user_url(fresh_redis)
+    sink = RedisSink(RedisConfig(url=url), url)
+    await sink.start()
+    try:
+        await outage_then_recovery(
+            sink, "noperm",
+            lambda: admin.acl_setuser(USER, commands=["-xadd"]),
+            lambda: admin.acl_setuser(USER, commands=["+xadd"]),
+            caplog, "XADD 'streamguard:events' failed (noperm): NOPERM this user has no permissions to run the 'xadd'",
+        )
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N + 1))
+
+
+async def test_kill9_then_restart(fresh_redis, caplog):
+    cfg = RedisConfig(url=fresh_redis.url)
+
+    async def kill() -> None:
+        fresh_redis.kill()
+
+    async def restart() -> None:
+        fresh_redis.start()  # same port, empty
+
+    sink = RedisSink(cfg, fresh_redis.url)
+    await sink.start()
+    try:
+        await outage_then_recovery(sink, "connection", kill, restart, caplog, f"MULTI/EXEC of {N} events failed (connection)")
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, cfg.stream_key) == list(range(1, N + 1))
+
+
+# --- the log's rate limit --------------------------------------------------------
+
+
+def test_fault_log_first_then_once_per_interval_with_count(caplog):
+    now = [0.0]
+    faults = FaultLog(logging.getLogger("test.faults"), every_s=30.0, clock=lambda: now[0])
+    wrongtype = RedisFault("wrongtype", "XADD", "k", "WRONGTYPE Operation against a key holding the wrong kind of value")
+    oom = RedisFault("oom", "XADD", "k", "OOM command not allowed")
+    with caplog.at_level(logging.WARNING, logger="test.faults"):
+        assert faults.report(wrongtype, "redis://h", 3)
+        now[0] = 10.0
+        assert not faults.report(wrongtype, "redis://h", 4)
+        assert not faults.report(wrongtype, "redis://h", 5)
+        assert faults.report(oom, "redis://h", 5)  # another reason is not held back
+        now[0] = 30.5
+        assert faults.report(wrongtype, "redis://h", 6)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert "XADD 'k' failed (wrongtype)" in lines[0] and "3 events buffered" in lines[0]
+    assert "(2 more since the last report)" in lines[2]
+    assert faults.reset() == 0
