@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from streamguard import metrics
 from streamguard.config import RedisConfig
+from streamguard.errors import ConfigError
 from streamguard.events import parse_event
 from streamguard.redis.embedded import EmbeddedRedis
 from streamguard.redis.faults import FaultLog, RedisFault
@@ -202,6 +203,57 @@ async def test_kill9_then_restart(fresh_redis, caplog):
     finally:
         await sink.close()
     assert await stream_tracks(fresh_redis.url, cfg.stream_key) == list(range(1, N + 1))
+
+
+# --- at start: what retrying can never fix is refused ----------------------------
+
+
+async def test_start_refuses_user_without_xadd(fresh_redis, admin):
+    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
+                            channels=["streamguard:*"], commands=["+multi", "+exec", "+publish", "+set"])
+    url = user_url(fresh_redis)
+    sink = RedisSink(RedisConfig(url=url), url)
+    with pytest.raises(ConfigError, match=r"may not run .*XADD 'streamguard:events' \(NOPERM") as caught:
+        await sink.start()
+    assert PASSWORD not in str(caught.value)
+    assert await admin.exists("streamguard:events", "streamguard:thumb:probe") == 0  # the check wrote nothing
+    await sink.close()
+
+
+async def test_start_refuses_wrong_password(fresh_redis, admin):
+    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
+                            channels=["streamguard:*"], commands=["+@all"])
+    url = user_url(fresh_redis, password="wrong-pw")
+    sink = RedisSink(RedisConfig(url=url), url)
+    with pytest.raises(ConfigError, match="refused the login: WRONGPASS") as caught:
+        await sink.start()
+    assert "wrong-pw" not in str(caught.value)
+    await sink.close()
+
+
+async def test_start_refuses_missing_password(fresh_redis, admin):
+    await admin.config_set("requirepass", PASSWORD)
+    sink = RedisSink(RedisConfig(url=fresh_redis.url), fresh_redis.url)
+    with pytest.raises(ConfigError, match="refused the login: NOAUTH"):
+        await sink.start()
+    await sink.close()
+
+
+async def test_start_on_unreachable_redis_buffers(fresh_redis):
+    """Redis coming up after us is normal: start() reports it and the sink delivers later."""
+    fresh_redis.stop()
+    before = errors("connection")
+    sink = RedisSink(RedisConfig(url=fresh_redis.url), fresh_redis.url)
+    await sink.start()
+    try:
+        assert redis_up() == 0 and errors("connection") == before + 1
+        sink.publish(event(1))
+        fresh_redis.start()
+        assert await sink.flush(timeout=20)
+        assert redis_up() == 1
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, "streamguard:events") == [1]
 
 
 # --- the log's rate limit --------------------------------------------------------

@@ -12,7 +12,8 @@ Each failed attempt is counted in `streamguard_redis_errors{reason}` and logged
 (rate-limited per reason, with the command, key and the server's reply, never a
 payload); `streamguard_redis_up` is 0 until an attempt succeeds; the events wait in
 the buffer and the task retries with back-off, so delivery resumes by itself once
-the cause is fixed.
+the cause is fixed. At start, a login or permission that can never work is refused
+with a `ConfigError` instead (see preflight.py).
 
 Each batch is one MULTI/EXEC transaction, so it is all-or-nothing for everything
 Redis refuses before running a command (NOPERM, READONLY, OOM: EXECABORT) and no
@@ -50,6 +51,7 @@ from streamguard.config import RedisConfig
 from streamguard.events import EventV1, ScoresV1
 from streamguard.ingest.urls import redact_url
 from streamguard.redis.faults import MULTI_REFUSED, REASONS, UNREACHABLE, FaultLog, RedisFault, classify, pipeline_index, server_reply
+from streamguard.redis.preflight import check_access
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +107,23 @@ class RedisSink:
         self.dropped = 0
 
     async def start(self) -> None:
+        """Check the login and permissions (`ConfigError` if they can never work), then drain."""
         for reason in REASONS:  # every series exists, at 0, before its first fault
             metrics.REDIS_ERRORS.labels(reason)
+        fault = await check_access(self.url, self.cfg)
+        if fault is not None:
+            metrics.REDIS_ERRORS.labels(fault.reason).inc()
+            metrics.REDIS_UP.set(0)
+            log.warning("Redis at %s is not ready (%s): events will wait in the buffer until it is",
+                        redact_url(self.url), fault.describe())
+        else:
+            metrics.REDIS_UP.set(1)
         # No client-side retries: this class retries, with the buffer as the queue.
         self._client = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=2.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
         )
-        self._task = asyncio.create_task(self._drain_forever(up=True), name="redis-sink")
+        self._task = asyncio.create_task(self._drain_forever(up=fault is None), name="redis-sink")
+
     def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None:
         """Queue an event (and blobs to store under the keys it names); never blocks or raises."""
         if len(self._buffer) >= self.cfg.buffer_size:
