@@ -94,6 +94,11 @@ async def admin(fresh_redis: EmbeddedRedis):
     await client.aclose()
 
 
+async def acl(admin: aioredis.Redis, *rules: str) -> None:
+    """ACL SETUSER the sink's user: rules are added to what it has (redis-py's acl_setuser would disable it)."""
+    await admin.execute_command("ACL", "SETUSER", USER, *rules)
+
+
 def user_url(server: EmbeddedRedis, password: str = PASSWORD) -> str:
     return f"redis://{USER}:{password}@127.0.0.1:{server.port}/0"
 
@@ -170,21 +175,45 @@ async def test_out_of_memory_then_limit_raised(fresh_redis, admin, caplog):
 
 
 async def test_permission_removed_then_granted(fresh_redis, admin, caplog):
-    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
-                            channels=["streamguard:*"], commands=["+multi", "+exec", "+xadd", "+publish", "+set"])
+    await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)
     url = user_url(fresh_redis)
     sink = RedisSink(RedisConfig(url=url), url)
     await sink.start()
     try:
         await outage_then_recovery(
             sink, "noperm",
-            lambda: admin.acl_setuser(USER, commands=["-xadd"]),
-            lambda: admin.acl_setuser(USER, commands=["+xadd"]),
+            lambda: acl(admin, "-xadd"),
+            lambda: acl(admin, "+xadd"),
             caplog, "XADD 'streamguard:events' failed (noperm): NOPERM this user has no permissions to run the 'xadd'",
         )
     finally:
         await sink.close()
     assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N + 1))
+
+
+async def test_multi_refused_delivers_each_event_once(fresh_redis, admin, caplog):
+    """Without MULTI the commands run one by one; their own replies say which ran, so none is repeated."""
+    await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)
+    url = user_url(fresh_redis)
+    sink = RedisSink(RedisConfig(url=url), url)
+    await sink.start()
+    before = errors("noperm")
+    caplog.set_level(logging.WARNING, logger="streamguard.redis.sink")
+    try:
+        await acl(admin, "-multi")
+        for i in range(N):
+            sink.publish(event(i))
+        assert await sink.flush(timeout=20)
+        assert redis_up() == 0 and errors("noperm") >= before + 1
+        assert any("MULTI failed (noperm): NOPERM" in r.getMessage() for r in caplog.records)
+        await acl(admin, "+multi")
+        sink.publish(event(N))
+        assert await sink.flush(timeout=20)
+        await until(lambda: redis_up() == 1, 10, "redis_up 1 once MULTI is granted again")
+    finally:
+        await sink.close()
+    assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N + 1))
+    assert sink.published == N + 1 and sink.dropped == 0
 
 
 async def test_kill9_then_restart(fresh_redis, caplog):
@@ -209,8 +238,7 @@ async def test_kill9_then_restart(fresh_redis, caplog):
 
 
 async def test_start_refuses_user_without_xadd(fresh_redis, admin):
-    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
-                            channels=["streamguard:*"], commands=["+multi", "+exec", "+publish", "+set"])
+    await acl(admin, "on", f">{PASSWORD}", *(rule for rule in SINK_ACL if rule != "+xadd"))
     url = user_url(fresh_redis)
     sink = RedisSink(RedisConfig(url=url), url)
     with pytest.raises(ConfigError, match=r"may not run .*XADD 'streamguard:events' \(NOPERM") as caught:
@@ -221,8 +249,7 @@ async def test_start_refuses_user_without_xadd(fresh_redis, admin):
 
 
 async def test_start_refuses_wrong_password(fresh_redis, admin):
-    await admin.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}"], keys=["streamguard:*"],
-                            channels=["streamguard:*"], commands=["+@all"])
+    await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)
     url = user_url(fresh_redis, password="wrong-pw")
     sink = RedisSink(RedisConfig(url=url), url)
     with pytest.raises(ConfigError, match="refused the login: WRONGPASS") as caught:

@@ -42,7 +42,6 @@ _BY_CODE = {
     "LOADING": "loading",
 }
 _PIPELINE_PREFIX = re.compile(r"^Command # (\d+) \(.*\) of pipeline caused error: ", re.DOTALL)
-MULTI_REFUSED = "EXEC without MULTI"  # MULTI was refused (NOPERM): the commands ran one by one
 DETAIL_MAX = 160
 
 
@@ -60,8 +59,6 @@ def classify(err: BaseException) -> str:
         code = getattr(err, "status_code", None) or (server_reply(err).split(" ", 1)[0] if server_reply(err) else "")
         if code in _BY_CODE:
             return _BY_CODE[code]
-        if server_reply(err).startswith(MULTI_REFUSED):
-            return "noperm"
     return "other"
 
 
@@ -73,12 +70,6 @@ def server_reply(err: BaseException) -> str:
     if code and not text.startswith(code):
         text = f"{code} {text}"  # redis-py strips the code of the classes it maps (OOM, NOPERM, ...)
     return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 3] + "..."
-
-
-def pipeline_index(err: BaseException) -> int | None:
-    """Which queued command (0-based) a pipeline error is about, when redis-py says so."""
-    match = _PIPELINE_PREFIX.match(str(err.args[0])) if err.args else None
-    return int(match.group(1)) - 1 if match else None
 
 
 @dataclass(frozen=True, slots=True)

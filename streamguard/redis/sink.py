@@ -16,14 +16,15 @@ the cause is fixed. At start, a login or permission that can never work is refus
 with a `ConfigError` instead (see preflight.py).
 
 Each batch is one MULTI/EXEC transaction, so it is all-or-nothing for everything
-Redis refuses before running a command (NOPERM, READONLY, OOM: EXECABORT) and no
-other client runs between its commands. What does run is remembered per event (its
-thumbnails SET, its PUBLISH, its XADD), so a retry sends only what is missing: a
-WRONGTYPE on the Stream does not publish the same events again on the channel, and
-the Stream gets each event in order. Delivery is at least once: when the connection
-fails during a batch nobody knows what ran, and the whole batch is sent again, so
-its events may appear twice (as always); and if MULTI itself is refused (NOPERM),
-the commands run one by one and the batch is sent again too.
+Redis refuses before running a command (NOPERM, READONLY, OOM: EXECABORT), and no
+other client runs between its commands (so a fault cannot clear halfway through a
+batch and let a later event into the Stream before an earlier one). What did run is
+remembered per event (its thumbnails SET, its PUBLISH, its XADD), from the reply of
+each command, so a retry sends only what is missing: a WRONGTYPE on the Stream does
+not publish the same events again on the channel, and the Stream gets each event
+once, in order. Delivery is at least once: when the connection fails during a batch
+nobody knows what ran, and the whole batch is sent again, so its events may appear
+twice (as they always could).
 
 An alert may carry attachments (its JPEG thumbnails): they are SET with a TTL in
 the same transaction, before the event that names them. Live scores are different:
@@ -50,7 +51,7 @@ from streamguard import metrics
 from streamguard.config import RedisConfig
 from streamguard.events import EventV1, ScoresV1
 from streamguard.ingest.urls import redact_url
-from streamguard.redis.faults import MULTI_REFUSED, REASONS, UNREACHABLE, FaultLog, RedisFault, classify, pipeline_index, server_reply
+from streamguard.redis.faults import REASONS, UNREACHABLE, FaultLog, RedisFault, classify, server_reply
 from streamguard.redis.preflight import check_access
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,16 @@ class RedisSink:
             self._forget_done()
 
     async def _send(self, batch: list[_Pending]) -> RedisFault | None:
-        """Send what the batch still lacks in one transaction; mark what ran; the first fault."""
+        """Send what the batch still lacks in one transaction; mark what ran; the first fault.
+
+        MULTI and EXEC are queued by hand in a plain pipeline, so every reply comes back:
+        which command Redis refused to queue (then EXEC aborts and nothing ran), what
+        each one returned inside EXEC, and, if MULTI itself was refused, what each
+        command returned when it ran on its own.
+        """
         assert self._client is not None
-        pipe = self._client.pipeline(transaction=True)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command("MULTI")
         ops: list[_Op] = []
         for item in batch:
             if not item.attached:
@@ -231,24 +239,35 @@ class RedisSink:
                 ops.append(_Op(item, "stored", "XADD", self.cfg.stream_key))
         if not ops:
             return None
+        pipe.execute_command("EXEC")
         try:
-            results = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
         except Exception as err:  # noqa: BLE001 - any failure is an outage, never the end of delivery
-            index = pipeline_index(err)  # EXECABORT: redis-py raises the first refused command's error
-            if index is not None and 0 <= index < len(ops):
-                return RedisFault(classify(err), ops[index].command, ops[index].key, server_reply(err))
-            if server_reply(err).startswith(MULTI_REFUSED):  # the commands ran one by one: unknown which
-                return RedisFault(classify(err), "MULTI", "", server_reply(err))
+            # The connection failed (or worse): nobody knows what ran, so all of it is sent again.
             return RedisFault(classify(err), f"MULTI/EXEC of {len(batch)} events", "", server_reply(err))
+        multi, queued, executed = replies[0], replies[1:-1], replies[-1]
+        if isinstance(multi, Exception):  # no transaction: each command ran, or not, by itself
+            self._mark(ops, queued)
+            return RedisFault(classify(multi), "MULTI", "", server_reply(multi))
+        for op, reply in zip(ops, queued, strict=True):
+            if isinstance(reply, Exception):  # refused when queued: EXEC aborted, nothing ran
+                return RedisFault(classify(reply), op.command, op.key, server_reply(reply))
+        if isinstance(executed, Exception):
+            return RedisFault(classify(executed), "EXEC", "", server_reply(executed))
+        return self._mark(ops, executed)
+
+    @staticmethod
+    def _mark(ops: list[_Op], replies: list[object]) -> RedisFault | None:
+        """Remember which commands ran; the fault of the first that failed."""
         first: RedisFault | None = None
         failed: set[tuple[int, str]] = set()
-        for op, result in zip(ops, results, strict=True):
-            if isinstance(result, Exception):
+        for op, reply in zip(ops, replies, strict=True):
+            if isinstance(reply, Exception):
                 failed.add((op.item.seq, op.part))
                 if first is None:
-                    first = RedisFault(classify(result), op.command, op.key, server_reply(result))
+                    first = RedisFault(classify(reply), op.command, op.key, server_reply(reply))
         for op in ops:
-            if (op.item.seq, op.part) not in failed:
+            if (op.item.seq, op.part) not in failed:  # an event's SETs count only if all of them ran
                 setattr(op.item, op.part, True)
         return first
 
