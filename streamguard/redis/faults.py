@@ -41,7 +41,7 @@ _BY_CODE = {
     "WRONGPASS": "auth",
     "LOADING": "loading",
 }
-_PIPELINE_PREFIX = re.compile(r"^Command # (\d+) \(.*\) of pipeline caused error: ", re.DOTALL)
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 DETAIL_MAX = 160
 
 
@@ -56,9 +56,8 @@ def classify(err: BaseException) -> str:
     if isinstance(err, (RedisConnectionError, OSError)):
         return "connection"
     if isinstance(err, RedisError):
-        code = getattr(err, "status_code", None) or (server_reply(err).split(" ", 1)[0] if server_reply(err) else "")
-        if code in _BY_CODE:
-            return _BY_CODE[code]
+        code = getattr(err, "status_code", None) or server_reply(err).split(" ", 1)[0]
+        return _BY_CODE.get(code, "other")
     return "other"
 
 

@@ -124,6 +124,13 @@ class RedisSink:
             self.url, socket_connect_timeout=2.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
         )
         self._task = asyncio.create_task(self._drain_forever(up=fault is None), name="redis-sink")
+        self._task.add_done_callback(self._drain_ended)
+
+    def _drain_ended(self, task: asyncio.Task[None]) -> None:
+        """The drain task only ends when close() cancels it; anything else is a bug, said loudly."""
+        if not task.cancelled() and task.exception() is not None:
+            metrics.REDIS_UP.set(0)
+            log.error("Redis sink stopped: events will no longer be delivered", exc_info=task.exception())
 
     def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None:
         """Queue an event (and blobs to store under the keys it names); never blocks or raises."""
