@@ -65,7 +65,8 @@ EVENT_BUFFER_DEPTH = Gauge("streamguard_event_buffer_depth", "Events waiting for
 REDIS_UP = Gauge("streamguard_redis_up", "1 while Redis accepts events", registry=REGISTRY)
 REDIS_ERRORS = Counter(
     "streamguard_redis_errors",
-    "Failed attempts to deliver to Redis, by reason: connection, timeout, auth, noperm, readonly, oom, wrongtype, loading, other",
+    "Failed Redis commands of the event sink (start-up check, event batches, live scores), by reason: "
+    "connection, timeout, auth, noperm, readonly, oom, wrongtype, loading, other",
     ["reason"], registry=REGISTRY,
 )
 
