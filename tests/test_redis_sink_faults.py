@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from streamguard import metrics
 from streamguard.config import RedisConfig
 from streamguard.errors import ConfigError
-from streamguard.events import parse_event
+from streamguard.events import ScoresV1, parse_event
 from streamguard.redis.embedded import EmbeddedRedis
 from streamguard.redis.faults import FaultLog, RedisFault
 from streamguard.redis.sink import RedisSink
@@ -94,6 +94,15 @@ async def admin(fresh_redis: EmbeddedRedis):
     await client.aclose()
 
 
+async def become_replica(server: aioredis.Redis, primary_port: int) -> None:
+    """REPLICAOF the primary, and wait until the first sync is done (no LOADING replies after it)."""
+    await server.replicaof("127.0.0.1", primary_port)
+    deadline = time.monotonic() + 20
+    while (await server.info("replication")).get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never linked to its primary"
+        await asyncio.sleep(0.05)
+
+
 async def acl(admin: aioredis.Redis, *rules: str) -> None:
     """ACL SETUSER the sink's user: rules are added to what it has (redis-py's acl_setuser would disable it)."""
     await admin.execute_command("ACL", "SETUSER", USER, *rules)
@@ -132,21 +141,11 @@ async def test_readonly_replica_then_promoted(fresh_redis, second_redis, caplog)
     """The sink writes to a server that becomes a replica (as after a failover), then is promoted."""
     cfg = RedisConfig(url=second_redis.url)
     replica = aioredis.Redis.from_url(second_redis.url)
-
-    async def become_replica() -> None:
-        await replica.replicaof("127.0.0.1", fresh_redis.port)
-        await until_linked()
-
-    async def until_linked() -> None:
-        deadline = time.monotonic() + 20
-        while (await replica.info("replication")).get("master_link_status") != "up":
-            assert time.monotonic() < deadline, "replica never linked to its primary"
-            await asyncio.sleep(0.05)
-
     sink = RedisSink(cfg, second_redis.url)
     await sink.start()
     try:
-        await outage_then_recovery(sink, "readonly", become_replica, lambda: replica.replicaof("NO", "ONE"),
+        await outage_then_recovery(sink, "readonly", lambda: become_replica(replica, fresh_redis.port),
+                                   lambda: replica.replicaof("NO", "ONE"),
                                    caplog, "failed (readonly): READONLY You can't write against a read only replica")
     finally:
         await sink.close()
@@ -214,6 +213,47 @@ async def test_multi_refused_delivers_each_event_once(fresh_redis, admin, caplog
         await sink.close()
     assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N + 1))
     assert sink.published == N + 1 and sink.dropped == 0
+
+
+async def test_refused_scores_channel_never_holds_events_back(fresh_redis, admin, caplog):
+    await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)
+    url = user_url(fresh_redis)
+    sink = RedisSink(RedisConfig(url=url), url)
+    await sink.start()
+    before = errors("noperm")
+    caplog.set_level(logging.WARNING, logger="streamguard.redis.sink")
+    try:
+        await acl(admin, "resetchannels", "&streamguard:alerts")  # live scores may no longer be published
+        for i in range(N):
+            sink.publish_scores(ScoresV1(stream="s", ts=float(i), threshold=0.5, identities=[]))
+            sink.publish(event(i))
+        assert await sink.flush(timeout=20)
+        await until(lambda: errors("noperm") >= before + 1, 10, "a 'noperm' error for the scores channel")
+    finally:
+        await sink.close()
+    assert redis_up() == 1
+    assert any("PUBLISH 'streamguard:scores:s' failed (noperm)" in r.getMessage() for r in caplog.records)
+    assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N))
+
+
+async def test_start_on_a_replica_waits_for_its_promotion(fresh_redis, second_redis):
+    """A read-only Redis at start may be a failover in progress: reported and waited for, not refused."""
+    replica = aioredis.Redis.from_url(second_redis.url)
+    await become_replica(replica, fresh_redis.port)
+    before = errors("readonly")
+    sink = RedisSink(RedisConfig(url=second_redis.url), second_redis.url)
+    try:
+        await sink.start()
+        assert redis_up() == 0 and errors("readonly") == before + 1
+        sink.publish(event(1))
+        await until(lambda: errors("readonly") >= before + 2, 10, "a failed delivery to the replica")
+        await replica.replicaof("NO", "ONE")
+        assert await sink.flush(timeout=20)
+        assert redis_up() == 1
+    finally:
+        await sink.close()
+        await replica.aclose()
+    assert await stream_tracks(second_redis.url, "streamguard:events") == [1]
 
 
 async def test_kill9_then_restart(fresh_redis, caplog):
