@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,7 +24,6 @@ from streamguard.events import ScoresV1, parse_event
 from streamguard.redis.embedded import EmbeddedRedis
 from streamguard.redis.faults import FaultLog, RedisFault
 from streamguard.redis.sink import RedisSink
-from tests.conftest import _redis
 from tests.test_redis_sink import event, stream_tracks
 
 N = 30  # events published during each fault (within one send batch and the buffer)
@@ -81,14 +79,7 @@ async def outage_then_recovery(
 
 
 @pytest.fixture
-def second_redis() -> Iterator[EmbeddedRedis]:
-    server = _redis()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def admin(fresh_redis: EmbeddedRedis):
+async def admin(fresh_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(fresh_redis.url)
     yield client
     await client.aclose()
