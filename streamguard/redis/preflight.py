@@ -53,7 +53,10 @@ async def check_access(url: str, cfg: RedisConfig) -> RedisFault | None:
         url, single_connection_client=True, socket_connect_timeout=2.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
     )
     refused: list[str] = []
+    stage = "connect"  # the login, HELLO, SELECT of the URL's database
     try:
+        await client.initialize()
+        stage = "MULTI"
         await client.execute_command("MULTI")
         for command in sink_commands(cfg):
             try:
@@ -64,10 +67,10 @@ async def check_access(url: str, cfg: RedisConfig) -> RedisFault | None:
         reason = classify(err)
         if reason == "auth":
             raise ConfigError(f"redis.url: Redis at {where} refused the login: {server_reply(err)}") from None
-        if reason == "noperm":  # MULTI itself: nothing was queued after it
-            refused.append(f"MULTI ({server_reply(err)})")
+        if reason == "noperm":  # on connecting, or MULTI itself: nothing was queued after it
+            refused.append(f"{stage} ({server_reply(err)})")
         else:
-            return RedisFault(reason, "start-up check", "", server_reply(err))
+            return RedisFault(reason, f"start-up check ({stage})", "", server_reply(err))
     except OSError as err:
         return RedisFault(classify(err), "start-up check", "", server_reply(err))
     finally:
@@ -75,6 +78,7 @@ async def check_access(url: str, cfg: RedisConfig) -> RedisFault | None:
     if refused:
         raise ConfigError(
             f"redis.url: the Redis user at {where} may not run what the sink needs: {'; '.join(refused)}; "
-            "it needs +multi +exec +xadd +publish (+set with thumbnails) on the configured keys and channels"
+            "it needs +multi +exec +xadd +publish (+set with thumbnails, +select for a database other than 0) "
+            "on the configured keys and channels"
         )
     return None
