@@ -279,6 +279,15 @@ async def test_start_refuses_user_without_xadd(fresh_redis, admin):
     await sink.close()
 
 
+async def test_start_refuses_user_who_may_not_select_the_database(fresh_redis, admin):
+    await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)  # no +select
+    url = user_url(fresh_redis).replace("/0", "/3")
+    sink = RedisSink(RedisConfig(url=url), url)
+    with pytest.raises(ConfigError, match=r"may not run .*connect \(NOPERM .*'select'"):
+        await sink.start()
+    await sink.close()
+
+
 async def test_start_refuses_wrong_password(fresh_redis, admin):
     await acl(admin, "on", f">{PASSWORD}", *SINK_ACL)
     url = user_url(fresh_redis, password="wrong-pw")
