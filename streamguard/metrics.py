@@ -63,6 +63,12 @@ EVENTS_PUBLISHED = Counter("streamguard_events_published", "Events delivered to 
 EVENTS_DROPPED = Counter("streamguard_events_dropped", "Events dropped because the buffer was full", registry=REGISTRY)
 EVENT_BUFFER_DEPTH = Gauge("streamguard_event_buffer_depth", "Events waiting for Redis", registry=REGISTRY)
 REDIS_UP = Gauge("streamguard_redis_up", "1 while Redis accepts events", registry=REGISTRY)
+REDIS_ERRORS = Counter(
+    "streamguard_redis_errors",
+    "Failed Redis commands of the event sink (start-up check, event batches, live scores), by reason: "
+    "connection, timeout, auth, noperm, readonly, oom, wrongtype, loading, other",
+    ["reason"], registry=REGISTRY,
+)
 
 
 def forget_stream(name: str) -> None:

@@ -71,6 +71,14 @@ def fresh_redis() -> Iterator[EmbeddedRedis]:
     server.close()
 
 
+@pytest.fixture
+def second_redis() -> Iterator[EmbeddedRedis]:
+    """Another redis-server of this test's own (a replica of `fresh_redis`, say)."""
+    server = _redis()
+    yield server
+    server.close()
+
+
 # --- RTSP ---------------------------------------------------------------------
 
 

@@ -136,6 +136,20 @@ def test_invalid_config_value_names_the_field(tmp_path):
     assert "scoring.window_s" in user_error(proc)
 
 
+def test_redis_user_without_permission_is_one_clear_error(fresh_redis):
+    """A Redis login that can never deliver stops `run` at start (exit 2), instead of an endless outage."""
+    admin = redis.Redis(host="127.0.0.1", port=fresh_redis.port)
+    admin.acl_setuser("sink", enabled=True, passwords=["+pw-s3cret"], keys=["streamguard:*"], channels=["streamguard:*"],
+                      commands=["+multi", "+exec", "+publish", "+set"])  # no +xadd
+    admin.close()
+    url = f"redis://sink:pw-s3cret@127.0.0.1:{fresh_redis.port}/0"
+    proc = run_streamguard("run", "--arch", "tiny", "--stream", "a=x.mp4", "--redis-url", url)
+    assert proc.returncode == 2
+    msg = user_error(proc)
+    assert msg.startswith("streamguard: error: redis.url:") and "XADD 'streamguard:events' (NOPERM" in msg
+    assert "s3cret" not in proc.stderr
+
+
 @pytest.mark.parametrize("kind", ["unreachable", "not_video"])
 def test_bad_source_alone_fails_clearly(kind, redis_server, tmp_path):
     if kind == "unreachable":

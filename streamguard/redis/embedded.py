@@ -94,6 +94,13 @@ class EmbeddedRedis:
             self._proc.stderr.close()
         self._proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (tests restart it with start(): same port, empty)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
+
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
