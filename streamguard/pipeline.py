@@ -35,7 +35,7 @@ from streamguard.inference.batcher import CropsDropped, EngineFailed, Member, Mi
 from streamguard.inference.engine import Engine
 from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
-from streamguard.ingest.source import SourceStats, StateCallback
+from streamguard.ingest.source_base import SourceStats, StateCallback
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
 from streamguard.types import Detection, Face, Frame, Sample, StreamState
