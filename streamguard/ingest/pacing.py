@@ -90,7 +90,7 @@ class DemandGate:
     pictures (keyframe to keyframe) costs the decode of every frame from the keyframe up
     to it, and the frames after it are worth decoding only if analysis takes another
     before the next keyframe. Analysis behind a busy model says when it will take its
-    next frame (`LatestQueue.announce_get`, called by the pipeline's look-ahead), so once
+    next frame (`LatestQueue.announce_get`, by the stream's `TakePacer`, demand.py), so once
     that falls after the group ends the rest of the group is left undecoded, and a
     group that ends before it is not decoded at all; the decoder restarts cleanly at
     the next keyframe. (The consumer's past pace is no guide: its takes came up to 40%
