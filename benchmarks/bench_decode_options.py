@@ -33,7 +33,8 @@ import numpy as np
 from bench_ingest import make_clip
 
 from streamguard.config import IngestConfig
-from streamguard.ingest.source import FpsSampler, use_live_decoder_threads
+from streamguard.ingest.pacing import FpsSampler
+from streamguard.ingest.pyav_source import use_live_decoder_threads
 
 RESULTS = Path(__file__).with_name("results") / "decode_options.json"
 LIVE = IngestConfig()  # the live ingest's defaults: its decoder threads and analysed fps

@@ -68,7 +68,7 @@ from av.codec.hwaccel import HWAccel
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.ingest import LatestQueue, StreamSource
-from streamguard.ingest import source as source_module
+from streamguard.ingest import pyav_source as source_module
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.types import Frame
 from streamguard.samples import render_frame

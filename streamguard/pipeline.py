@@ -34,17 +34,14 @@ from streamguard.faces.stage import FaceStage
 from streamguard.inference.batcher import CropsDropped, EngineFailed, Member, MicroBatcher
 from streamguard.inference.contract import Engine
 from streamguard.ingest import open_source
+from streamguard.ingest.demand import TakePacer
 from streamguard.ingest.latest import LatestQueue, QueueClosed
-from streamguard.ingest.source import SourceStats, StateCallback
+from streamguard.ingest.source_base import SourceStats, StateCallback
 from streamguard.ingest.urls import redact_url
 from streamguard.scoring.scorer import StreamScorer
 from streamguard.types import Detection, Face, Frame, Sample, StreamState
 
 log = logging.getLogger(__name__)
-
-# Spare time the look-ahead leaves between its detection and the engine going idle:
-# the hand-off (tracking, cropping, queueing) takes a few milliseconds.
-LOOKAHEAD_MARGIN_S = 0.015
 
 
 class EventPublisher(Protocol):
@@ -107,10 +104,9 @@ class StreamWorker:
         factory = source_factory or functools.partial(open_source, webrtc=cfg.webrtc)
         self.source = factory(stream, cfg.ingest, self.queue)
         self.source.on_state = self._publish_state
+        self.pacer = TakePacer(self.queue, forecast=batcher)  # when to take frames, told to ingest
         self.scorer = StreamScorer(stream.name, cfg.scoring_for(stream), model, calibrated_threshold)
         self._scores_due = 0.0
-        self._detect_seconds = 0.0  # moving average of one detector run, for the look-ahead
-        self._crops_per_frame = 1  # the latest frame's, for _expect_next_take
         self.error: str | None = None
         self.frames_analysed = 0
         self.faces = 0
@@ -152,12 +148,10 @@ class StreamWorker:
     async def _analyse(self, stage: FaceStage, executor: ThreadPoolExecutor, member: Member) -> None:
         """Frame by frame: detect, track, score. The next frame is detected while the model scores this one.
 
-        With one frame in flight per stream the engine would idle while every stream
-        detects its next frame (measured: 12-18% of its throughput). So once this frame's
-        crops are queued, a look-ahead task takes the newest frame just in time
-        (`MicroBatcher.free_at` minus the recent detection time, so the frame is no older
-        than needed) and runs the detector on it; tracking it waits until this frame's
-        re-identification is done, so the tracker still sees frames strictly in order.
+        Once this frame's crops are queued, a look-ahead task takes the newest frame just
+        in time for the engine (`TakePacer`, which says why) and runs the detector on it;
+        tracking it waits until this frame's re-identification is done, so the tracker
+        still sees frames strictly in order.
         """
         loop = asyncio.get_running_loop()
         scoring: asyncio.Future[tuple[np.ndarray, np.ndarray]] | None = None
@@ -175,13 +169,13 @@ class StreamWorker:
                     detected = await self._next_detected(stage, executor, None)
                     continue
                 self.faces += len(faces)
-                self._crops_per_frame = len(faces)
+                self.pacer.note_crops(len(faces))
                 try:
                     scoring = self.batcher.submit(np.stack([f.crop for f in faces]), member=member)
                 except CropsDropped:
                     detected = await self._next_detected(stage, executor, None)
                     continue
-                ready_by = self.batcher.free_at()
+                ready_by = self.pacer.ready_by()
                 lookahead = asyncio.create_task(
                     self._next_detected(stage, executor, ready_by), name=f"lookahead-{self.stream.name}"
                 )
@@ -207,38 +201,16 @@ class StreamWorker:
         """The newest frame and its detections, taken no earlier than needed to be ready by `ready_by`."""
         loop = asyncio.get_running_loop()
         if ready_by is not None:
-            take_at = self._take_time(ready_by)
-            self.queue.announce_get(take_at)  # ingest decodes only what this take needs (DemandGate)
-            await self.batcher.sleep_until(take_at)  # or until the engine runs dry: the forecast was late
-            if loop.time() < take_at:
-                self.queue.announce_get(loop.time())  # taking it now: ingest must not skip the frames before
+            await self.pacer.wait_to_take(ready_by)
         try:
             frame = await self.queue.get()
         except QueueClosed:
             return None
-        started = loop.time()
-        self._expect_next_take()
+        self.pacer.took()
         detections = await loop.run_in_executor(executor, stage.detect, frame)
         if detections is not None:  # the detector ran (not a tracked-only frame)
-            self._detect_seconds = 0.8 * self._detect_seconds + 0.2 * (loop.time() - started)
+            self.pacer.detected()
         return frame, detections
-
-    def _expect_next_take(self) -> None:
-        """Right after a take, tell ingest roughly when the next comes (the look-ahead says exactly later).
-
-        The next take waits for this frame's crops, which queue behind all crops queued
-        now; until this frame is submitted and the look-ahead announces its take, ingest
-        would otherwise decode every frame. With forecasts long (a busy or slow engine)
-        that window is long: at start-up 16 x 1080p streams decoded every frame in it,
-        used 0.5-1 core of the two, and slowed the first batches 4-7x.
-        """
-        per_crop = self.batcher.seconds_per_crop
-        if per_crop:  # no forecast without a warm-up or a batch timed
-            self.queue.expect_get_after(self._take_time(self.batcher.free_at() + per_crop * self._crops_per_frame))
-
-    def _take_time(self, ready_by: float) -> float:
-        """When to take the next frame so that its detection ends as the engine is ready for it (`ready_by`)."""
-        return ready_by - self._detect_seconds - LOOKAHEAD_MARGIN_S
 
     def _score(self, frame: Frame, faces: list[Face], p_fake: np.ndarray, embeddings: np.ndarray, stage: FaceStage) -> None:
         metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)

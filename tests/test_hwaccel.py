@@ -27,7 +27,7 @@ from streamguard.cli import main
 from streamguard.config import ConfigError, IngestConfig, StreamConfig, build_config
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, StreamSource
-from streamguard.ingest import source as source_module
+from streamguard.ingest import pyav_source as source_module
 from streamguard.ingest.hwaccel import CUDA_OPTIONS, cuda_decode_problem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,7 +160,7 @@ def nvdec_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_stream_the_gpu_refuses_decodes_on_the_cpu(clip, nvdec_refuses, caplog):
-    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.source"):
+    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.pyav_source"):
         frames, on_gpu, _ = decode(clip, "none", gpu_refuses=True)
     assert on_gpu is False and len(frames) == FRAMES
     assert frames[0][120, 20].min() > 240 and frames[-1][120, 20].min() < 200
@@ -171,7 +171,7 @@ def test_a_source_at_fault_still_gets_its_own_error_when_the_gpu_refuses(tmp_pat
     missing = tmp_path / "missing.mp4"
     source = StreamSource(StreamConfig(name="hw", url=str(missing)), IngestConfig(realtime=False), LatestQueue(2))
     source._hwaccel = HWAccel("cuda", allow_software_fallback=True, options=CUDA_OPTIONS)
-    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.source"), pytest.raises(SourceError) as err:
+    with caplog.at_level(logging.WARNING, logger="streamguard.ingest.pyav_source"), pytest.raises(SourceError) as err:
         asyncio.run(asyncio.wait_for(source.run(), 10))
     assert str(err.value) == f"stream hw: cannot open {missing}: No such file or directory"
     assert not any("the GPU cannot decode" in m for m in caplog.messages)  # the CPU's answer, not a fallback

@@ -17,7 +17,6 @@ import pytest
 
 from streamguard.redis.embedded import free_port
 from streamguard.errors import SourceError
-from streamguard.ingest.source import LagGuard
 from streamguard.samples import render_frame
 from streamguard.types import Frame
 from tests.harness import live_config, live_pipeline
@@ -362,50 +361,3 @@ async def test_overload_keeps_latency_bounded_and_counts_drops(rtsp_server, redi
     for name in ("o1", "o2"):
         assert dropped[name] > 50  # most frames never reach the model, and are counted
         assert metric("streamguard_frames_dropped_total", name) >= dropped[name]
-
-
-# --- LagGuard (pure) ----------------------------------------------------------------------
-
-
-def simulate(decode_s: float, seconds: float, clock: float = 1.0, fps: int = 25, gop: int = 25) -> tuple[list[float], int]:
-    """A live source sending `fps` frames a second (its clock runs `clock` x ours) read by a
-    decoder taking `decode_s` a frame: (latency of each decoded frame, packets skipped)."""
-    guard = LagGuard(max_lag_s=1.0)
-    now, latency, skipped = 0.0, [], 0
-    for i in range(int(seconds * fps)):
-        t = i / fps
-        arrival = t * clock
-        waited = arrival > now  # the read blocked until the packet arrived
-        now = max(now, arrival)
-        if guard.skip(t, now, i % gop == 0, waited):
-            skipped += 1
-            now += 0.0005  # reading without decoding is cheap
-            continue
-        now += decode_s
-        latency.append(now - arrival)
-    return latency, skipped
-
-
-def test_lag_guard_never_skips_when_decoding_keeps_up():
-    latency, skipped = simulate(decode_s=0.03, seconds=600)
-    assert skipped == 0 and max(latency) < 0.031
-
-
-def test_lag_guard_bounds_latency_when_decoding_falls_behind():
-    latency, skipped = simulate(decode_s=0.06, seconds=600)  # 1.5x slower than real time
-    assert 0.2 < skipped / (600 * 25) < 0.5  # about a third skipped, undecoded
-    assert max(latency) < 1.0 + 1.0 + 0.06  # max_lag_s + one GOP + a frame
-    assert max(latency[-1000:]) <= max(latency[:1000]) + 0.06  # not growing with time
-
-
-def test_lag_guard_ignores_clock_drift():
-    # A source clock 0.1% slower than ours for an hour: the lag it adds is not a backlog.
-    latency, skipped = simulate(decode_s=0.02, seconds=3600, clock=1.001)
-    assert skipped == 0 and max(latency) < 0.021
-
-
-def test_lag_guard_restarts_with_the_timeline():
-    guard = LagGuard(max_lag_s=1.0)
-    # 100 s of a stream read without waiting (a fast decoder on a burst), then the source restarts at 0.
-    assert not any(guard.skip(i / 25, i / 25, i % 25 == 0, waited=False) for i in range(2500))
-    assert not any(guard.skip(i / 25, 100 + i / 25, i % 25 == 0, waited=False) for i in range(250))

@@ -38,7 +38,7 @@ from streamguard.config import Config, StreamConfig
 from streamguard.faces.stage import FaceStage
 from streamguard.inference.contract import Engine
 from streamguard.ingest.latest import LatestQueue
-from streamguard.ingest.source import StreamSource
+from streamguard.ingest.pyav_source import StreamSource
 from streamguard.app import running
 from streamguard.samples import make_two_face_video
 from lab.servers.rtsp import FlvServer, RtspServer, StreamServer

@@ -104,6 +104,10 @@ class MicroBatcher:
     workers to go idle, shuts them down and fails whatever was still waiting with
     `BatcherClosed`. The engine is not closed: whoever opened it closes it, after the
     batcher.
+
+    A stream submits its crops (`join`, `submit`, `sit_out`, `leave`) and times its
+    next frame by the batcher's forecast (`free_at`, `seconds_per_crop`, `sleep_until`:
+    the `Forecast` its `ingest.demand.TakePacer` reads).
     """
 
     def __init__(self, engine: Engine, cfg: BatcherConfig):

@@ -2,7 +2,8 @@
 
 from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.ingest.latest import LatestQueue, QueueClosed
-from streamguard.ingest.source import SourceBase, SourceStats, StreamSource
+from streamguard.ingest.pyav_source import StreamSource
+from streamguard.ingest.source_base import SourceBase, SourceStats
 from streamguard.ingest.urls import is_file_url, redact_url, whep_endpoint
 from streamguard.types import Frame
 

@@ -36,7 +36,8 @@ from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.errors import SourceError
 from streamguard.ingest import ice
 from streamguard.ingest.latest import LatestQueue
-from streamguard.ingest.source import FpsSampler, SourceBase, StateCallback
+from streamguard.ingest.pacing import FpsSampler
+from streamguard.ingest.source_base import SourceBase, StateCallback
 from streamguard.ingest.urls import whep_endpoint
 from streamguard.types import Frame
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 
 from streamguard.errors import SourceError
-from streamguard.ingest.source import FpsSampler
+from streamguard.ingest.pacing import FpsSampler
 
 
 @dataclass(frozen=True)
