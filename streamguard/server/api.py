@@ -1,10 +1,12 @@
 """The control API: health, Prometheus metrics, and the streams (list, add, remove).
 
     GET    /healthz          {"status": "ok", "streams": N, "live": K}     (no token)
-    GET    /metrics          Prometheus text format                         (no token)
+    GET    /metrics          Prometheus text format                         (no token unless http.metrics_token)
+    GET    /openapi.json     this API described as OpenAPI 3.1               (no token)
     GET    /streams          {"streams": [status, ...]}
     GET    /streams/{name}   status
     POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status
+                             (503 with Retry-After beyond http.max_streams)
     DELETE /streams/{name}   -> 200 the stream's final counts
 
 A status is `StreamWorker.status()`: state, detail, fps, resolution, last frame age,
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
-from streamguard.server.control import Control, StreamConflict, UnknownStream
+from streamguard.server.control import Busy, Control, StreamConflict, UnknownStream
 
 CONTROL = web.AppKey("control", Control)
 
@@ -86,6 +88,8 @@ async def add_stream(request: web.Request) -> web.Response:
         worker = await control.add(stream, ingest)
     except StreamConflict as err:
         raise web.HTTPConflict(text=str(err)) from None
+    except Busy as err:
+        raise busy(err) from None
     return web.json_response(worker.status(), status=201, headers={"Location": f"/streams/{stream.name}"})
 
 
@@ -95,6 +99,11 @@ async def delete_stream(request: web.Request) -> web.Response:
     except UnknownStream as err:
         raise web.HTTPNotFound(text=str(err)) from None
     return web.json_response({"removed": dataclasses.asdict(report)})
+
+
+def busy(err: Busy) -> web.HTTPServiceUnavailable:
+    """A limit reached: 503 with Retry-After, so a client knows when to try again."""
+    return web.HTTPServiceUnavailable(text=str(err), headers={"Retry-After": str(err.retry_after)})
 
 
 def _invalid(err: ValidationError, prefix: str = "") -> str:
