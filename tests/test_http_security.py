@@ -289,3 +289,43 @@ def test_open_front_door_bind_is_refused_before_it_listens():
 
     with pytest.raises(ConfigError, match="not a loopback address"):
         FrontDoor(HttpConfig(bind="0.0.0.0:0"), count=1)
+
+
+# --- C: honest answers
+
+
+async def test_bad_scoring_overrides_and_bad_sdp_offers_get_400_naming_the_problem(redis_server, caplog):
+    cfg = live_config(serve=True, token=TOKEN)
+    async with live_pipeline(redis_server.url, cfg) as live, aiohttp.ClientSession(headers=AUTH) as http:
+        base = live.server.url
+        bad_scoring = [
+            ({"threshold": 2}, "invalid value for 'scoring.threshold': Input should be less than or equal to 1"),
+            ({"window_s": "long"}, "invalid value for 'scoring.window_s': Input should be a valid number"),
+            ({"nope": 1}, "invalid value for 'scoring.nope': unknown field"),
+            ({"policy": "max"}, "invalid value for 'scoring.policy'"),
+        ]
+        for scoring, needle in bad_scoring:
+            async with http.post(f"{base}/streams", json={"name": "cam", "url": "rtsp://127.0.0.1:1/x", "scoring": scoring}) as resp:
+                assert resp.status == 400 and needle in (await resp.json())["error"], scoring
+        async with http.post(f"{base}/streams", json={"name": "cam", "url": "rtsp://127.0.0.1:1/x", "scoring": [1]}) as resp:
+            assert resp.status == 400 and "'scoring'" in (await resp.json())["error"]
+        assert not live.pipeline.workers
+
+        pc = await make_offer()
+        good = pc.localDescription.sdp
+        await pc.close()
+        video = good[good.index("m=video"):]
+        bad_offers = [
+            (b"v=0\r\n\xff\xfe\xfd not utf-8", "not UTF-8"),
+            (("v=0\r\n" + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 500).encode(), "500 media sections; at most 16"),
+            ((good + video * 20).encode(), "media sections; at most 16"),
+            (b"\x00" * 1000, "SDP offer"),
+        ]
+        for body, needle in bad_offers:
+            async with http.post(f"{base}/whip/cam", data=body, headers=SDP) as resp:
+                assert resp.status == 400, (body[:60], resp.status)
+                assert needle in (await resp.json())["error"], body[:60]
+        assert not live.pipeline.workers and not live.server.control.whip
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text

@@ -12,7 +12,8 @@
 A status is `StreamWorker.status()`: state, detail, fps, resolution, last frame age,
 reconnects, frame counts, active tracks, and the URL with credentials redacted.
 The optional `ingest` object overrides `ingest.*` settings for that stream only
-(e.g. `{"analysis_fps": 2, "rtsp_transport": "udp"}`), except `queue_size`.
+(e.g. `{"analysis_fps": 2, "rtsp_transport": "udp"}`), except `queue_size`; the optional
+`scoring` object overrides `scoring.*` and is checked like the config file (400 naming the field).
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ async def add_stream(request: web.Request) -> web.Response:
         ingest = IngestConfig.model_validate({**control.cfg.ingest.model_dump(), **overrides})
     except ValidationError as err:
         raise web.HTTPBadRequest(text=_invalid(err, "ingest.")) from None
+    try:
+        control.cfg.scoring_for(stream)  # the pipeline builds it when the stream starts: refuse a bad one here
+    except ValidationError as err:
+        raise web.HTTPBadRequest(text=_invalid(err, "scoring.")) from None
     try:
         worker = await control.add(stream, ingest)
     except StreamConflict as err:

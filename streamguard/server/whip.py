@@ -6,7 +6,8 @@
 No trickle ICE and no ICE restart (PATCH gets 405): the answer already holds every
 candidate, which RFC 9725 allows and browsers handle. CORS (middleware.py) lets a
 web page publish. A malformed offer, one without video or without H.264/VP8 gets
-400; a name used by a non-WHIP stream gets 409; a second publisher for the same name replaces the
+400 (so does one that is not UTF-8 or has more than MAX_MEDIA m= sections); a name
+used by a non-WHIP stream gets 409; a second publisher for the same name replaces the
 first (control.py). Beyond `http.max_whip_pending` sessions being set up, or
 `http.max_streams` streams, an offer gets 503 with Retry-After.
 """
@@ -34,7 +35,10 @@ async def publish(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"bad stream name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     if request.content_type != SDP:
         raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer as {SDP}")
-    offer = await request.text()
+    try:
+        offer = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the SDP offer is not UTF-8 text") from None
     control = request.app[CONTROL]
     try:
         with control.whip_setup():
