@@ -133,7 +133,8 @@ class HttpConfig(_Section):
         "control routes are never served cross-origin",
     )
     max_streams: int = Field(
-        64, ge=1, le=4096, description="Streams one process runs (config and API ones); one more gets 503 with Retry-After"
+        64, ge=1, le=4096,
+        description="Streams one process runs, the config's counted: the API or WHIP answers one more with 503 and Retry-After",
     )
     max_whip_pending: int = Field(
         8, ge=1, le=1024,

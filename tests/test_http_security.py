@@ -329,3 +329,14 @@ async def test_bad_scoring_overrides_and_bad_sdp_offers_get_400_naming_the_probl
         async with http.get(f"{base}/healthz") as resp:
             assert resp.status == 200
     assert "Traceback" not in caplog.text and "failed" not in caplog.text
+
+
+def test_workers_behind_the_front_door_keep_the_token_and_leave_tls_and_the_rate_to_it(tmp_path):
+    from streamguard.config import Config
+    from streamguard.supervisor import WORKER_BIND, worker_config
+
+    cert, key = _certificate(tmp_path)
+    cfg = Config(http=HttpConfig(bind="0.0.0.0:8443", token=TOKEN, tls_cert=cert, tls_key=key, hosts=["cams.example"]))
+    http = worker_config(cfg, [], WORKER_BIND)["http"]
+    assert (http["bind"], http["token"], http["tls_cert"], http["tls_key"], http["rate_per_client"]) == (WORKER_BIND, TOKEN, None, None, 0.0)
+    check_exposure(HttpConfig(**http))  # loopback: a worker starts even where the front door needed a token
