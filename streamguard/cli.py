@@ -29,6 +29,7 @@ from streamguard.commandline import (  # noqa: E402
 )
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
+from streamguard.server.exposure import check_exposure  # noqa: E402
 from streamguard.supervisor import READY_FILE_ENV, supervise  # noqa: E402
 
 log = logging.getLogger("streamguard")
@@ -116,6 +117,7 @@ def _write_whole(path: Path, text: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     _check_duration(args)
     cfg = load_config(args.config, pipeline_overrides(args))
+    check_exposure(cfg.http)  # an open bind refuses to start here, before the engine loads or anything binds
     streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
     if not streams and cfg.http.bind is None:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")

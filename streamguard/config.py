@@ -97,15 +97,47 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 class HttpConfig(_Section):
-    """The HTTP server: control API, WHIP, /metrics and /healthz."""
+    """The HTTP server: control API, WHIP, /metrics and /healthz (docs/security.md: what each default allows)."""
 
     bind: str | None = Field(None, description="HOST:PORT to serve on, e.g. 127.0.0.1:8080 (port 0: any free port); none = no server")
     token: str | None = Field(
-        None, min_length=1, description="When set, every endpoint but /healthz and /metrics needs 'Authorization: Bearer <token>'"
+        None, min_length=1, description="When set, every endpoint but /healthz, /openapi.json (and /metrics unless "
+        "metrics_token) needs 'Authorization: Bearer <token>'"
     )
+    allow_insecure_bind: bool = Field(
+        False, description="Serve a non-loopback address without a token (anyone who reaches the port controls streamguard); "
+        "without it such a bind refuses to start"
+    )
+    hosts: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Names accepted in the Host header besides the bound address (and localhost on loopback), e.g. the "
+        "server's DNS name; any other name gets 421 (a DNS-rebinding page)",
+    )
+    metrics_token: bool = Field(False, description="Require the token on /metrics too (give the scraper the token)")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) to serve HTTPS with; needs tls_key")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024, description="Larger request bodies get 413 (an SDP offer is a few kB)")
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"], description="Origins whose browser pages may call the API and WHIP; [] = no CORS headers"
+        default_factory=list,
+        description="Origins whose browser pages may publish over WHIP (CORS on /whip routes only; '*' = any); the "
+        "control routes are never served cross-origin",
+    )
+    max_streams: int = Field(
+        64, ge=1, le=4096,
+        description="Streams one process runs, the config's counted: the API or WHIP answers one more with 503 and Retry-After",
+    )
+    max_whip_pending: int = Field(
+        8, ge=1, le=1024,
+        description="WHIP sessions being set up at once (offer answered, media not yet flowing: ~15 MB and two UDP "
+        "sockets each); one more gets 503 with Retry-After",
+    )
+    rate_per_client: float = Field(
+        20.0, ge=0.0, le=100_000.0, description="Requests per second one client IP may make on average; 0 = no limit"
+    )
+    rate_burst: int = Field(50, ge=1, le=100_000, description="Requests one client IP may make at once above rate_per_client")
+    forget_after_s: float = Field(
+        300.0, ge=0.0, le=7 * 86400.0,
+        description="A stream added through the API (or WHIP) that ended or failed is removed, with its metric series, after this long",
     )
 
     @field_validator("bind")
@@ -114,6 +146,12 @@ class HttpConfig(_Section):
         if v is not None:
             parse_bind(v)
         return v
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> "HttpConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together (set both or neither)")
+        return self
 
 
 class WebRTCConfig(_Section):

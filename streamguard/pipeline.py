@@ -326,6 +326,10 @@ class Pipeline:
         task.add_done_callback(lambda t, name=stream.name: self._finished(name, t))
         return worker
 
+    def task(self, name: str) -> asyncio.Task[None] | None:
+        """The task running stream `name`; None once it has finished (its owner may wait on it)."""
+        return self._tasks.get(name)
+
     async def remove_stream(self, name: str) -> StreamReport:
         """Stop a stream (its open alerts are cleared) and forget it; an ended one is just forgotten."""
         if name not in self.workers:

@@ -149,8 +149,10 @@ class Worker:
 
 
 def worker_config(cfg: Config, streams: list[StreamConfig], bind: str | None = None) -> dict:
-    """The config a worker runs: this one with its share of the streams and its HTTP address (a plain dict, for YAML)."""
-    http = cfg.http.model_copy(update={"bind": bind})
+    """The config a worker runs: this one with its share of the streams and its HTTP address (a plain dict, for YAML).
+    Behind the front door a worker serves plain HTTP on loopback with no rate limit: TLS and the per-client
+    rate are the front door's (every request a worker sees comes from it)."""
+    http = cfg.http.model_copy(update={"bind": bind, "tls_cert": None, "tls_key": None, "rate_per_client": 0.0})
     return cfg.model_copy(update={"streams": streams, "http": http}).model_dump(mode="json")
 
 

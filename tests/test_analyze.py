@@ -147,3 +147,59 @@ def test_bad_input_is_one_clear_error(kind: str, tmp_path: Path):
     (line,) = [ln for ln in proc.stderr.splitlines() if "error" in ln]
     assert str(video) in line and ("no such file" in line if kind == "missing" else "not a video" in line)
     assert not (tmp_path / "out").exists()  # nothing written for a bad input
+
+
+def _solid_video(path: Path, frames: int = 40, fps: int = 10) -> Path:
+    """A small H.264 MP4 with its index first (faststart), so a copy cut short still opens, as a partial download does."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        stream.codec_context.gop_size = fps
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), (i * 5) % 255, np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _garbled_copy(src: Path, dst: Path) -> Path:
+    """The same container and timing, every packet's data replaced by a slice no decoder can read."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:
+                continue
+            garbage = av.Packet(b"\x00\x00\x00\x01\x65" + bytes(packet.size))
+            garbage.pts, garbage.dts, garbage.time_base, garbage.is_keyframe = packet.pts, packet.dts, packet.time_base, packet.is_keyframe
+            garbage.stream = video
+            out.mux(garbage)
+    return dst
+
+
+def test_a_file_cut_short_is_reported_incomplete_with_exit_3(tmp_path: Path):
+    whole = _solid_video(tmp_path / "whole.mp4")
+    half = tmp_path / "half.mp4"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    proc = run_analyze(str(whole), "--out", str(tmp_path / "whole"), "--arch", "tiny", "--fps", "5")
+    assert proc.returncode == 0 and read_analysis(tmp_path / "whole").complete  # the same file whole: complete
+    proc = run_analyze(str(half), "--out", str(tmp_path / "half"), "--arch", "tiny", "--fps", "5")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    analysis = read_analysis(tmp_path / "half")
+    assert not analysis.complete and 0 < analysis.frames_analysed < 20
+    assert "decoding stopped early" in analysis.error and "of the 20 frames" in analysis.error
+    assert "INCOMPLETE: decoding stopped early" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_file_whose_frames_cannot_be_decoded_is_an_error_not_no_faces(tmp_path: Path):
+    garbled = _garbled_copy(_solid_video(tmp_path / "whole.mp4"), tmp_path / "garbled.mp4")
+    proc = run_analyze(str(garbled), "--out", str(tmp_path / "out"), "--arch", "tiny", "--fps", "5")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no faces found" not in proc.stdout and "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert line.startswith("streamguard: error:") and str(garbled) in line and "no frame could be decoded" in line

@@ -142,11 +142,13 @@ async def test_token_cors_and_bad_requests(redis_server):
             assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
             assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
             assert "POST" in resp.headers["Access-Control-Allow-Methods"]
-        async with http.get(f"{base}/streams", headers={"Origin": "https://app.example"}) as resp:
+        async with http.post(f"{base}/whip/cam", data="v=0", headers={"Origin": "https://app.example", "Content-Type": "application/sdp"}) as resp:
             assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
             assert "Location" in resp.headers["Access-Control-Expose-Headers"]
-        async with http.get(f"{base}/streams", headers={"Origin": "https://evil.example", **AUTH}) as resp:
-            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+        # The control routes are never served to another origin's page, even a listed one (test_http_security.py).
+        for origin in ("https://app.example", "https://evil.example"):
+            async with http.get(f"{base}/streams", headers={"Origin": origin, **AUTH}) as resp:
+                assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
         assert await answer("GET", "/healthz", {}) == (200, {"status": "ok", "streams": 0, "live": 0})
 
 

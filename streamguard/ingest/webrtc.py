@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_CODECS = ("video/H264", "video/VP8")
 DELETE_TIMEOUT_S = 2.0  # ending a WHEP session is a courtesy: never wait long for it
+MAX_MEDIA = 16  # m= sections an offer may have: a browser sends 2-3; thousands make aiortc set up thousands of transceivers
 
 
 class OfferError(ValueError):
@@ -59,6 +60,9 @@ def new_peer_connection(webrtc: WebRTCConfig) -> tuple[RTCPeerConnection, ice.Ic
 
 def check_offer(sdp: str) -> None:
     """Refuse an offer that cannot give us video: OfferError with one line saying why."""
+    media = sum(1 for line in sdp.splitlines() if line.startswith("m="))
+    if media > MAX_MEDIA:
+        raise OfferError(f"the SDP offer has {media} media sections; at most {MAX_MEDIA} are accepted")
     try:
         description = SessionDescription.parse(sdp)
     except Exception as err:  # aiortc's parser fails in many ways on arbitrary text; all mean "malformed"
@@ -93,6 +97,8 @@ class WhipSession:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             except (ValueError, OperationError) as err:
                 raise OfferError(f"unusable SDP offer: {err}") from None
+            except Exception as err:  # aiortc fails in other ways on offers its parser let through; still the offer's fault
+                raise OfferError(f"unusable SDP offer: {type(err).__name__}: {err}") from None
             video: MediaStreamTrack | None = None
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video" and video is None and transceiver.receiver.track is not None:

@@ -10,6 +10,12 @@ detector, tracker, crops, model, window, thresholds) comes from the same config 
 
 Outputs in the `out` folder: events.jsonl, scores.csv, verdicts.json, timeline.png,
 report.html, thumbnails/identity_<id>.jpg.
+
+Honest results: a file whose frames cannot be decoded at all is an error (SourceError,
+exit 2), not a report of "no faces found"; one whose decoding stops well before the
+frames its container announces (a file cut short, damaged data: FFmpeg treats both as
+the end of the file) is reported `complete: false` with the frames analysed and
+expected (exit 3), not as a whole analysis.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from streamguard.events import EventV1, ModelInfo, StreamEventV1
 from streamguard.config import Config, ScoringConfig, StreamConfig
 from streamguard.app import running
+from streamguard.errors import SourceError
 from streamguard.pipeline import Pipeline, StreamReport
 from streamguard.report.html import render_report
 from streamguard.report.probe import VideoInfo, probe_video
@@ -38,6 +45,7 @@ from streamguard.report.verdicts import AnalysisV1, IdentityScores, identity_ver
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
+MISSING_TOLERANCE = 0.02  # frames analysed may fall this fraction (and 1 frame) short of the container's count
 THUMBNAIL_DIR = "thumbnails"
 
 
@@ -90,9 +98,23 @@ async def analyze(video: Path, out: Path, cfg: Config) -> AnalysisV1:
         if report.error is None and bar.total is not None:
             bar.total = report.frames_analysed  # the estimate is exact only at a constant frame rate
         bar.update(report.frames_analysed - bar.n)
+    if report.frames_analysed == 0 and report.error is None:
+        raise SourceError(
+            f"{video}: no frame could be decoded{f' (the container announces {info.expected_frames} at this fps)' if info.expected_frames else ''}: "
+            "the video data is damaged or in a form FFmpeg cannot decode"
+        )
     scorer = worker.scorer
     run = RunResult(report, pipeline.model_info, scorer.cfg, scorer.threshold, scorer.threshold_source, recorder, sink.events)
     return write_report(out, video, info, cfg, run)
+
+
+def stopped_early(frames_analysed: int, info: VideoInfo) -> str | None:
+    """Why the run does not cover the file, when it analysed clearly fewer frames than the container announces."""
+    expected = info.expected_frames
+    if not expected or frames_analysed >= expected - max(1, MISSING_TOLERANCE * expected):
+        return None
+    return (f"decoding stopped early: {frames_analysed} of the {expected} frames the container announces were analysed "
+            "(the file is cut short or its data is damaged)")
 
 
 async def _follow(pipeline: Pipeline, bar: tqdm) -> None:
@@ -120,13 +142,14 @@ def write_report(out: Path, video: Path, info: VideoInfo, cfg: Config, run: RunR
         )
         for identity, s in scores.items()
     ]
+    error = run.report.error or stopped_early(run.report.frames_analysed, info)
     analysis = AnalysisV1(
         video=str(video),
         stream=cfg.streams[0].name,
         duration_s=info.duration_s,
         frames_analysed=run.report.frames_analysed,
-        complete=run.report.error is None,
-        error=run.report.error,
+        complete=error is None,
+        error=error,
         model=run.model,
         analysis_fps=cfg.ingest.analysis_fps,
         threshold=run.threshold,

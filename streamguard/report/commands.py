@@ -2,8 +2,9 @@
 
 It takes `run`'s model and scoring options; `--redis-url` and `--duration` do not
 apply (events go to events.jsonl, and the whole file is analysed), so they are not
-offered. Exit codes: 0 ok, 2 bad input (not a video, bad config or checkpoint),
-3 decoding failed part-way (the report of the part analysed is still written).
+offered. Exit codes: 0 ok, 2 bad input (not a video, no frame of it decodable, bad
+config or checkpoint), 3 decoding failed or stopped part-way, e.g. a file cut short
+(`complete: false`; the report of the part analysed is still written).
 """
 
 from __future__ import annotations

@@ -1,16 +1,19 @@
 """The control API: health, Prometheus metrics, and the streams (list, add, remove).
 
     GET    /healthz          {"status": "ok", "streams": N, "live": K}     (no token)
-    GET    /metrics          Prometheus text format                         (no token)
+    GET    /metrics          Prometheus text format                         (no token unless http.metrics_token)
+    GET    /openapi.json     this API described as OpenAPI 3.1               (no token)
     GET    /streams          {"streams": [status, ...]}
     GET    /streams/{name}   status
     POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status
+                             (503 with Retry-After beyond http.max_streams)
     DELETE /streams/{name}   -> 200 the stream's final counts
 
 A status is `StreamWorker.status()`: state, detail, fps, resolution, last frame age,
 reconnects, frame counts, active tracks, and the URL with credentials redacted.
 The optional `ingest` object overrides `ingest.*` settings for that stream only
-(e.g. `{"analysis_fps": 2, "rtsp_transport": "udp"}`), except `queue_size`.
+(e.g. `{"analysis_fps": 2, "rtsp_transport": "udp"}`), except `queue_size`; the optional
+`scoring` object overrides `scoring.*` and is checked like the config file (400 naming the field).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydantic import ValidationError
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.ingest.hwaccel import gpu_decoding_problem
-from streamguard.server.control import Control, StreamConflict, UnknownStream
+from streamguard.server.control import Busy, Control, StreamConflict, UnknownStream
 
 CONTROL = web.AppKey("control", Control)
 
@@ -86,9 +89,15 @@ async def add_stream(request: web.Request) -> web.Response:
     if (problem := gpu_decoding_problem(ingest)) is not None:
         raise web.HTTPBadRequest(text=problem)
     try:
+        control.cfg.scoring_for(stream)  # the pipeline builds it when the stream starts: refuse a bad one here
+    except ValidationError as err:
+        raise web.HTTPBadRequest(text=_invalid(err, "scoring.")) from None
+    try:
         worker = await control.add(stream, ingest)
     except StreamConflict as err:
         raise web.HTTPConflict(text=str(err)) from None
+    except Busy as err:
+        raise busy(err) from None
     return web.json_response(worker.status(), status=201, headers={"Location": f"/streams/{stream.name}"})
 
 
@@ -98,6 +107,11 @@ async def delete_stream(request: web.Request) -> web.Response:
     except UnknownStream as err:
         raise web.HTTPNotFound(text=str(err)) from None
     return web.json_response({"removed": dataclasses.asdict(report)})
+
+
+def busy(err: Busy) -> web.HTTPServiceUnavailable:
+    """A limit reached: 503 with Retry-After, so a client knows when to try again."""
+    return web.HTTPServiceUnavailable(text=str(err), headers={"Retry-After": str(err.retry_after)})
 
 
 def _invalid(err: ValidationError, prefix: str = "") -> str:

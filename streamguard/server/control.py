@@ -7,11 +7,22 @@ run time wants it watched once it answers (it may be rebooting); a typo shows as
 `reconnecting` with the error in GET /streams and in `type: "stream"` events until
 the stream is deleted. A new WHIP publisher for a name replaces the previous one
 (as MediaMTX does), so a browser that reloads can publish again at once.
+
+Limits (docs/security.md), so that no client can take the process down: at most
+`http.max_streams` streams (each costs threads and memory: 500 took 8.4 GB and 2,000
+threads), at most `http.max_whip_pending` WHIP sessions being set up (each holds a
+peer connection and UDP sockets before any media flows); beyond them `Busy`, answered
+503 with Retry-After. A stream added here that ended or failed is removed, with its
+metric series, `http.forget_after_s` later, so abandoned publishers and dead cameras
+do not pile up in GET /streams and /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from streamguard import metrics
 from streamguard.config import Config, IngestConfig, StreamConfig
@@ -31,6 +42,19 @@ class UnknownStream(StreamguardError):
     """No stream has that name (answered 404)."""
 
 
+class Busy(StreamguardError):
+    """A limit is reached (answered 503 with Retry-After: `retry_after` seconds)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+log = logging.getLogger(__name__)
+STREAMS_RETRY_AFTER_S = 30  # a stream slot frees when someone removes one: a guess, not a promise
+WHIP_RETRY_AFTER_S = 5  # a session being set up connects or is given up within seconds
+
+
 class Control:
     """The pipeline as the HTTP handlers see it; owns the WHIP sessions."""
 
@@ -39,6 +63,10 @@ class Control:
         self.cfg = cfg
         self.whip: dict[str, WhipSession] = {}
         self._lock = asyncio.Lock()
+        self._accepting = 0  # WHIP offers being answered (ICE gathering) right now
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # ended streams' removals, due forget_after_s after the end
+        self._removals: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def worker(self, name: str) -> StreamWorker:
         worker = self.pipeline.workers.get(name)
@@ -57,7 +85,10 @@ class Control:
         async with self._lock:
             if stream.name in self.pipeline.workers:
                 raise StreamConflict(f"stream {stream.name} already exists")
-            return self.pipeline.add_stream(stream, source_factory=source)
+            self._check_room()
+            worker = self.pipeline.add_stream(stream, source_factory=source)
+            self._forget_when_done(stream.name, worker)
+            return worker
 
     async def add_whip(self, name: str, session: WhipSession, peer: str) -> StreamWorker:
         """Analyse a WHIP publisher's video as stream `name`, replacing an earlier publisher."""
@@ -66,13 +97,61 @@ class Control:
                 raise StreamConflict(f"stream {name} exists and is not a WHIP stream")
             if name in self.whip:
                 await self._remove(name)
+            else:
+                self._check_room()
 
             def source(stream: StreamConfig, ingest: IngestConfig, queue: LatestQueue[Frame]) -> WhipSource:
                 return WhipSource(stream, ingest, queue, session)
 
             worker = self.pipeline.add_stream(StreamConfig(name=name, url=f"whip://{peer}/{name}"), source_factory=source)
             self.whip[name] = session
+            self._forget_when_done(name, worker)
             return worker
+
+    @contextmanager
+    def whip_setup(self) -> Iterator[None]:
+        """Hold one of the `max_whip_pending` places while an offer is answered; Busy if none is free.
+        A session stays pending after its answer until its peer connects (or it ends)."""
+        pending = self._accepting + sum(1 for s in self.whip.values() if s.pc.connectionState in ("new", "connecting"))
+        limit = self.cfg.http.max_whip_pending
+        if pending >= limit:
+            raise Busy(f"{limit} WHIP sessions are being set up already; try again shortly", WHIP_RETRY_AFTER_S)
+        self._accepting += 1
+        try:
+            yield
+        finally:
+            self._accepting -= 1
+
+    def _check_room(self) -> None:
+        limit = self.cfg.http.max_streams
+        if len(self.pipeline.workers) >= limit:
+            raise Busy(f"this process runs {limit} streams, its limit (http.max_streams); remove one first", STREAMS_RETRY_AFTER_S)
+
+    def _forget_when_done(self, name: str, worker: StreamWorker) -> None:
+        """Once the stream's task ends (ended or failed, not removed), remove it `forget_after_s` later."""
+        task = self.pipeline.task(name)
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def finished(_task: asyncio.Task[None]) -> None:
+            if not self._closing and self.pipeline.workers.get(name) is worker:  # else removed or shutting down
+                self._timers[name] = loop.call_later(self.cfg.http.forget_after_s, forget)
+
+        def forget() -> None:
+            self._timers.pop(name, None)
+            removal = loop.create_task(self._forget(name, worker), name=f"forget-{name}")
+            self._removals.add(removal)
+            removal.add_done_callback(self._removals.discard)
+
+        task.add_done_callback(finished)
+
+    async def _forget(self, name: str, worker: StreamWorker) -> None:
+        async with self._lock:
+            if self._closing or self.pipeline.workers.get(name) is not worker:
+                return
+            await self._remove(name)
+        log.info("stream %s (%s) forgotten %g s after it ended", name, worker.source.state, self.cfg.http.forget_after_s)
 
     async def remove(self, name: str, session_id: str | None = None) -> StreamReport:
         """Stop and forget a stream (its open alerts are cleared); with `session_id`, only that WHIP session."""
@@ -84,12 +163,18 @@ class Control:
 
     async def close(self) -> None:
         """Stop the WHIP streams (their alerts clear with reason shutdown) and end their sessions."""
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        await asyncio.gather(*self._removals, return_exceptions=True)
         async with self._lock:
             for name in list(self.whip):
                 await self._remove(name)
 
     async def _remove(self, name: str) -> StreamReport:
         report = await self.pipeline.remove_stream(name)
+        if (timer := self._timers.pop(name, None)) is not None:  # set as its task ended, just now
+            timer.cancel()
         session = self.whip.pop(name, None)
         if session is not None:  # its source closes it too, unless it never started
             await session.close()

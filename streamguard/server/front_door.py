@@ -13,10 +13,16 @@ the worker, as after any restart.
 
 Auth: the front door checks the token itself, so a request without it never reaches a
 worker; workers have the same token, so their loopback ports are no side door, and the
-front door sends it on every request it makes to them.
+front door sends it on every request it makes to them. The Host check, CORS, the
+per-client rate limit and TLS are the front door's too (middleware.py, exposure.py):
+it is what clients reach. Workers serve plain HTTP on loopback without a rate limit
+(every request they see comes from the front door); each enforces its own
+`http.max_streams` and `http.max_whip_pending`, and their 503s (with Retry-After)
+pass through.
 
     GET    /healthz                   {"status": "ok" | "degraded", "streams", "live", "workers": [...]}; 503 if a worker is down
     GET    /metrics                   all workers' series (label worker), plus streamguard_worker_up / _starts
+    GET    /openapi.json              the API's description (server/openapi.py)
     GET    /streams                   every worker's streams, each status with its "worker"
     POST   /streams                   to the worker with the fewest streams; 409 if any worker has the name
     GET    /streams/{name}            }
@@ -41,13 +47,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamguard.config import HttpConfig, parse_bind
 from streamguard.errors import ConfigError
-from streamguard.server.middleware import Middleware, bearer_auth, cors, errors
+from streamguard.server import openapi
+from streamguard.server.exposure import check_exposure, ssl_context
+from streamguard.server.middleware import middlewares
 
 log = logging.getLogger(__name__)
 
 WORKER_TIMEOUT_S = 30.0  # a WHIP answer waits for ICE gathering; everything else answers in milliseconds
 SHUTDOWN_TIMEOUT_S = 5.0
-PASSED_ON = ("Content-Type", "Location", "ETag", "WWW-Authenticate")  # response headers a client may need
+PASSED_ON = ("Content-Type", "Location", "ETag", "WWW-Authenticate", "Retry-After")  # response headers a client may need
 
 
 @dataclass
@@ -100,6 +108,7 @@ class FrontDoor:
     def __init__(self, cfg: HttpConfig, count: int) -> None:
         if cfg.bind is None:
             raise ConfigError("http.bind is not set: nothing to serve on")
+        check_exposure(cfg)  # before anything binds
         self.cfg = cfg
         self.workers = [WorkerLink(i) for i in range(count)]
         self._lock = asyncio.Lock()  # adds and removes one at a time: two requests cannot race for a name
@@ -116,7 +125,8 @@ class FrontDoor:
     @property
     def url(self) -> str:
         host, _ = parse_bind(self.cfg.bind or "")
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        scheme = "https" if self.cfg.tls_cert else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def start(self) -> None:
         """Listen; ConfigError with one line if the address cannot be used."""
@@ -124,7 +134,7 @@ class FrontDoor:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WORKER_TIMEOUT_S))
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, host, port).start()
+            await web.TCPSite(self._runner, host, port, ssl_context=ssl_context(self.cfg)).start()
         except OSError as err:
             await self.close()
             raise ConfigError(f"http.bind: cannot listen on {self.cfg.bind}: {err.strerror}") from None
@@ -221,11 +231,8 @@ class FrontDoor:
     # --- the routes
 
     def _build_app(self) -> web.Application:
-        middlewares: list[Middleware] = [cors(self.cfg.cors_origins)] if self.cfg.cors_origins else []
-        middlewares.append(errors)
-        if self.cfg.token:
-            middlewares.append(bearer_auth(self.cfg.token))
-        app = web.Application(middlewares=middlewares, client_max_size=self.cfg.max_body_bytes)
+        app = web.Application(middlewares=middlewares(self.cfg), client_max_size=self.cfg.max_body_bytes)
+        openapi.add_routes(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/streams", self.list_streams)

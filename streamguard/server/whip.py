@@ -6,8 +6,10 @@
 No trickle ICE and no ICE restart (PATCH gets 405): the answer already holds every
 candidate, which RFC 9725 allows and browsers handle. CORS (middleware.py) lets a
 web page publish. A malformed offer, one without video or without H.264/VP8 gets
-400; a name used by a non-WHIP stream gets 409; a second publisher for the same
-name replaces the first (control.py).
+400 (so does one that is not UTF-8 or has more than MAX_MEDIA m= sections); a name
+used by a non-WHIP stream gets 409; a second publisher for the same name replaces the
+first (control.py). Beyond `http.max_whip_pending` sessions being set up, or
+`http.max_streams` streams, an offer gets 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from aiohttp import web
 
 from streamguard.config import STREAM_NAME
 from streamguard.ingest.webrtc import OfferError, WhipSession
-from streamguard.server.api import CONTROL
-from streamguard.server.control import StreamConflict, UnknownStream
+from streamguard.server.api import CONTROL, busy
+from streamguard.server.control import Busy, StreamConflict, UnknownStream
 
 SDP = "application/sdp"
 
@@ -33,17 +35,26 @@ async def publish(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"bad stream name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     if request.content_type != SDP:
         raise web.HTTPUnsupportedMediaType(text=f"send the SDP offer as {SDP}")
-    offer = await request.text()
+    try:
+        offer = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the SDP offer is not UTF-8 text") from None
     control = request.app[CONTROL]
     try:
-        session = await WhipSession.accept(offer, control.cfg.webrtc)
+        with control.whip_setup():
+            session = await WhipSession.accept(offer, control.cfg.webrtc)
     except OfferError as err:
         raise web.HTTPBadRequest(text=str(err)) from None
+    except Busy as err:
+        raise busy(err) from None
     try:
         await control.add_whip(name, session, request.remote or "unknown")
     except StreamConflict as err:
         await session.close()
         raise web.HTTPConflict(text=str(err)) from None
+    except Busy as err:
+        await session.close()
+        raise busy(err) from None
     except BaseException:
         await session.close()
         raise
