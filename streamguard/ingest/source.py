@@ -62,6 +62,7 @@ from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.ingest.latest import LatestQueue, QueueClosed
+from streamguard.ingest.protocols import protocol_whitelist
 from streamguard.ingest.urls import is_file_url, redact_url
 from streamguard.types import Frame
 from streamguard.types import StreamState as State
@@ -604,6 +605,7 @@ class StreamSource(SourceBase):
         """Open the source and check it has video; SourceError with one clear line if not."""
         name, where, timeout = self.stream.name, self._where, self.cfg.open_timeout_s
         options = {} if self.is_file else dict(LIVE_OPTIONS)
+        options["protocol_whitelist"] = protocol_whitelist(self.stream.url)  # nothing nested escapes the source policy
         if self.stream.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.cfg.rtsp_transport
         started = reader.entering("open")

@@ -4,7 +4,8 @@
     GET    /metrics          Prometheus text format                         (no token)
     GET    /streams          {"streams": [status, ...]}
     GET    /streams/{name}   status
-    POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status
+    POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status;
+                             403 (400: a URL it cannot check) if the source policy refuses the URL
     DELETE /streams/{name}   -> 200 the stream's final counts
 
 A status is `StreamWorker.status()`: state, detail, fps, resolution, last frame age,
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
+from streamguard.ingest.policy import SourceRefused
 from streamguard.server.control import Control, StreamConflict, UnknownStream
 
 CONTROL = web.AppKey("control", Control)
@@ -86,6 +88,8 @@ async def add_stream(request: web.Request) -> web.Response:
         worker = await control.add(stream, ingest)
     except StreamConflict as err:
         raise web.HTTPConflict(text=str(err)) from None
+    except SourceRefused as err:  # nothing was opened; the message names the rule
+        raise (web.HTTPBadRequest if err.status == 400 else web.HTTPForbidden)(text=str(err)) from None
     return web.json_response(worker.status(), status=201, headers={"Location": f"/streams/{stream.name}"})
 
 
