@@ -192,6 +192,8 @@ def test_non_regular_files_are_refused_from_the_command_line_too(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"x")
     policy.check(str(tmp_path / "clip.mp4"), "cli")
     policy.check(str(tmp_path / "missing.mp4"), "config")  # FFmpeg's own error names a missing file of the operator's
+    (tmp_path / "two faces\n.mp4").write_bytes(b"x")
+    policy.check(str(tmp_path / "two faces\n.mp4"), "cli")  # any character a file name may have
 
 
 def test_srt_says_this_build_has_no_srt():

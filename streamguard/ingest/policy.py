@@ -113,12 +113,12 @@ class SourcePolicy:
         """Nothing if `url` may be opened for `origin`; SourceRefused naming the rule if not.
 
         For origin "api" a host name is resolved: call it off the event loop."""
-        if any(ch.isspace() or ord(ch) < 0x20 or ch == "\x7f" for ch in url):
-            raise SourceRefused(url, "malformed-url", "URLs may not contain spaces or control characters", 400)
         scheme = url_scheme(url)
-        if scheme in ("", "file"):
+        if scheme in ("", "file"):  # a file name may hold any character but '/' and NUL
             self._check_file(url, origin)
             return
+        if any(ch.isspace() or ord(ch) < 0x20 or ch == "\x7f" for ch in url):  # read differently by urllib and FFmpeg
+            raise SourceRefused(url, "malformed-url", "URLs may not contain spaces or control characters", 400)
         if scheme not in self.cfg.schemes:
             allowed = ", ".join(self.cfg.schemes) or "none"
             raise SourceRefused(url, "sources.schemes", f"scheme '{scheme}' is not allowed (allowed: {allowed}; local files "
