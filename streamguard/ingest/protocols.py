@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import re
 
 # FFmpeg's URL_SCHEME_CHARS: a protocol name is a run of these followed by ':'.
@@ -73,7 +74,7 @@ def ffmpeg_protocols() -> frozenset[str] | None:
     PyAV does not expose the list, so this asks the libavformat PyAV has mapped into
     this process (Linux: /proc/self/maps). Wheels of PyAV 14+ have no SRT (no libsrt).
     """
-    import av  # noqa: F401  (loads libavformat)
+    importlib.import_module("av")  # maps PyAV's libavformat into this process
 
     try:
         with open("/proc/self/maps") as maps:
