@@ -158,28 +158,33 @@ class SourcesConfig(_Section):
 
     schemes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SCHEMES),
+        max_length=64,
         description="URL schemes streams may use. Local files (a path or file:) are not a scheme: the command line and "
         "the config may always name them, the API only inside api_file_dirs. srt needs an FFmpeg built with libsrt",
     )
     api_file_dirs: list[Path] = Field(
-        default_factory=list, description="Directories whose regular files the HTTP API may add as streams; [] = no local files from the API"
+        default_factory=list, max_length=256, description="Directories whose regular files the HTTP API may add as streams; [] = no local files from the API"
     )
     deny_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: list(DEFAULT_DENY_NETWORKS),
         validate_default=True,
+        max_length=4096,
         description="Addresses no stream may point at, from anywhere (default: link-local and cloud metadata). "
         "IP literals are checked; a hostname is resolved only for streams added through the API",
     )
     metadata_hosts: list[str] = Field(
         default_factory=lambda: list(DEFAULT_METADATA_HOSTS),
+        max_length=256,
         description="Host names of cloud metadata services, refused by name from anywhere",
     )
     api_networks_allow: list[IPvAnyNetwork] = Field(
         default_factory=list,
+        max_length=4096,
         description="If set, a stream added through the API must point at these networks only (its host name resolved)",
     )
     api_networks_deny: list[IPvAnyNetwork] = Field(
         default_factory=list,
+        max_length=4096,
         description="Networks a stream added through the API may not point at, e.g. 10.0.0.0/8 (its host name resolved)",
     )
 
