@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
+import yaml
 
 from streamguard.redis.embedded import EmbeddedRedis
 from streamguard.events import ScoresV1
 from lab.bench.pipeline import RESOLUTIONS, sample_videos
-from streamguard.config import load_config
+from streamguard.config import DEFAULT_SCHEMES, load_config
 from lab.servers.rtsp import FlvServer
 
 RESULTS = Path(__file__).with_name("results") / "processes.json"
@@ -47,6 +48,16 @@ START_TIMEOUT_S = 300.0  # every stream publishing scores: N workers load their 
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for descendants: the run and its workers
     return usage.ru_utime + usage.ru_stime
+
+
+def allowing_tcp(config: Path | None, folder: Path) -> Path:
+    """The runs' config: `config` with tcp:// allowed, the FLV server's URLs (the source policy refuses tcp by default)."""
+    data = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    sources = data.setdefault("sources", {})
+    sources["schemes"] = [*sources.get("schemes", DEFAULT_SCHEMES), "tcp"]
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 async def run_case(url: str, redis_url: str, config: Path | None, streams: int, processes: int,
@@ -110,12 +121,13 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
     video_dir = args.out.parent / "videos"
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory(prefix="bench-processes-") as folder:
         server = FlvServer(sample_videos(video_dir, [args.resolution]), Path(folder), loop=True)
+        config = allowing_tcp(args.config, Path(folder))
         server.start()
         try:
             for streams in args.streams:
                 for processes in args.processes:
                     print(f"... {streams} stream(s) in {processes} process(es): {args.seconds:.0f} s", flush=True)
-                    results.append(await run_case(server.url(args.resolution), redis_server.url, args.config, streams,
+                    results.append(await run_case(server.url(args.resolution), redis_server.url, config, streams,
                                                   processes, args.seconds, args.settle))
         finally:
             server.stop()

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.commandline import (  # noqa: E402
-    EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STREAM_FAILED, add_pipeline_options, pipeline_overrides,
+    EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STREAM_FAILED, add_pipeline_options, check_sources, pipeline_overrides,
 )
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
@@ -122,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not streams and cfg.http.bind is None:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
+    check_sources(cfg, cfg.streams)
     if args.processes != 1:
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
@@ -149,6 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             make_two_face_video(video, seconds=20.0)
     cfg.ingest.realtime = True
     cfg = cfg.model_copy(update={"streams": [StreamConfig(name="demo", url=str(video))]})
+    check_sources(cfg, cfg.streams)
     if untrained:
         print(
             f"\n*** DEMO WITH AN UNTRAINED MODEL ***\n{UNTRAINED_WARNING}\n"

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from streamguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamguard.config import Config, StreamConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_STREAM_FAILED = 3
@@ -45,3 +50,15 @@ def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ingest.analysis_fps": args.fps,
         "http.bind": args.http,
     }
+
+
+def check_sources(cfg: Config, streams: list[StreamConfig]) -> None:
+    """The source policy on the operator's streams (command line and config): ConfigError naming the stream if refused."""
+    from streamguard.ingest.policy import SourcePolicy, SourceRefused
+
+    policy = SourcePolicy(cfg.sources)
+    for stream in streams:
+        try:
+            policy.check(stream.url, "cli")
+        except SourceRefused as err:
+            raise ConfigError(f"stream {stream.name}: {err}") from None

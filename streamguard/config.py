@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from streamguard.errors import ConfigError
 
@@ -29,7 +29,9 @@ class StreamConfig(_Section):
     """One live source."""
 
     name: str = Field(description="Stream name used in events, metrics and logs")
-    url: str = Field(min_length=1, description="Any URL FFmpeg opens: rtsp://, file path, http(s)://, srt://, rtmp://")
+    url: str = Field(
+        min_length=1, description="rtsp(s)://, rtmp(s)://, http(s):// (HLS too), whep+http(s)://, a file path; what `sources` allows"
+    )
     scoring: dict[str, Any] = Field(default_factory=dict, description="Overrides of `scoring` fields for this stream")
 
     @field_validator("name")
@@ -172,6 +174,62 @@ class WebRTCConfig(_Section):
         return self
 
 
+# Link-local (169.254.169.254: the metadata service of AWS, GCP, Azure, OpenStack...) and the
+# metadata addresses outside it: AWS's IPv6 one, Alibaba's, Azure's wire server.
+DEFAULT_DENY_NETWORKS = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32", "168.63.129.16/32"]
+DEFAULT_SCHEMES = ["rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https", "whep+http", "whep+https"]
+DEFAULT_METADATA_HOSTS = ["metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"]
+
+
+class SourcesConfig(_Section):
+    """What a stream URL may point at (streamguard/ingest/policy.py), checked before anything opens it."""
+
+    schemes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCHEMES),
+        max_length=64,
+        description="URL schemes streams may use. Local files (a path or file:) are not a scheme: the command line and "
+        "the config may always name them, the API only inside api_file_dirs. srt needs an FFmpeg built with libsrt",
+    )
+    api_file_dirs: list[Path] = Field(
+        default_factory=list, max_length=256, description="Directories whose regular files the HTTP API may add as streams; [] = no local files from the API"
+    )
+    deny_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(DEFAULT_DENY_NETWORKS),
+        validate_default=True,
+        max_length=4096,
+        description="Addresses no stream may point at, from anywhere (default: link-local and cloud metadata). "
+        "IP literals are checked; a hostname is resolved only for streams added through the API",
+    )
+    metadata_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METADATA_HOSTS),
+        max_length=256,
+        description="Host names of cloud metadata services, refused by name from anywhere",
+    )
+    api_networks_allow: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="If set, a stream added through the API must point at these networks only (its host name resolved)",
+    )
+    api_networks_deny: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="Networks a stream added through the API may not point at, e.g. 10.0.0.0/8 (its host name resolved)",
+    )
+
+    @field_validator("schemes")
+    @classmethod
+    def _lower_case_schemes(cls, v: list[str]) -> list[str]:
+        for scheme in v:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+                raise ValueError(f"{scheme!r} is not a URL scheme (write rtsp, not rtsp://)")
+        return [s.lower() for s in v]
+
+    @field_validator("metadata_hosts")
+    @classmethod
+    def _lower_case_hosts(cls, v: list[str]) -> list[str]:
+        return [h.lower().rstrip(".") for h in v]
+
+
 class DetectorConfig(_Section):
     model: Literal["full_range", "short_range"] = Field(
         "full_range", description="BlazeFace variant: full_range finds small/far faces, short_range is for faces near the camera"
@@ -310,6 +368,7 @@ class Config(_Section):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
 
     @field_validator("streams")
     @classmethod

@@ -54,6 +54,8 @@ from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.pacing import DemandGate, FpsSampler, LagGuard, RealtimePacer
 from streamguard.ingest.source_base import SourceBase, StateCallback
+from streamguard.ingest.protocols import protocol_whitelist
+from streamguard.ingest.urls import is_file_url, redact_url
 from streamguard.types import Frame
 
 log = logging.getLogger(__name__)
@@ -261,6 +263,7 @@ class StreamSource(SourceBase):
         """Open the source and check it has video; SourceError with one clear line if not."""
         name, where, timeout = self.stream.name, self._where, self.cfg.open_timeout_s
         options = {} if self.is_file else dict(LIVE_OPTIONS)
+        options["protocol_whitelist"] = protocol_whitelist(self.stream.url)  # nothing nested escapes the source policy
         if self.stream.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.cfg.rtsp_transport
         started = reader.entering("open")

@@ -14,8 +14,8 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamguard.commandline import EXIT_STREAM_FAILED
-from streamguard.config import load_config
+from streamguard.commandline import EXIT_STREAM_FAILED, check_sources
+from streamguard.config import StreamConfig, load_config
 from streamguard.report.html import format_time
 from streamguard.report.probe import probe_video
 
@@ -57,6 +57,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides(args))
+    check_sources(cfg, [StreamConfig(name="video", url=str(args.video))])  # a FIFO or device would never end
     probe_video(args.video, cfg.ingest.analysis_fps)  # a wrong path is reported before torch and mediapipe load
     from streamguard.report.analyze import analyze
 

@@ -13,6 +13,7 @@ import av
 
 from streamguard.errors import SourceError
 from streamguard.ingest.pacing import FpsSampler
+from streamguard.ingest.protocols import protocol_whitelist
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ def probe_video(path: Path, analysis_fps: float) -> VideoInfo:
     if not path.is_file():
         raise SourceError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options={"protocol_whitelist": protocol_whitelist(str(path))})
     except av.FFmpegError as err:
         raise SourceError(f"{path} is not a video: {err.strerror}") from None
     with container:

@@ -5,8 +5,9 @@
     GET    /openapi.json     this API described as OpenAPI 3.1               (no token)
     GET    /streams          {"streams": [status, ...]}
     GET    /streams/{name}   status
-    POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status
-                             (503 with Retry-After beyond http.max_streams)
+    POST   /streams          {"name": "cam1", "url": "rtsp://...", "ingest": {...}} -> 201 status;
+                             403 (400: a URL it cannot check) if the source policy refuses the URL;
+                             503 with Retry-After beyond http.max_streams
     DELETE /streams/{name}   -> 200 the stream's final counts
 
 A status is `StreamWorker.status()`: state, detail, fps, resolution, last frame age,
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from streamguard import metrics
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.ingest.hwaccel import gpu_decoding_problem
+from streamguard.ingest.policy import SourceRefused
 from streamguard.server.control import Busy, Control, StreamConflict, UnknownStream
 
 CONTROL = web.AppKey("control", Control)
@@ -98,6 +100,8 @@ async def add_stream(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text=str(err)) from None
     except Busy as err:
         raise busy(err) from None
+    except SourceRefused as err:  # nothing was opened; the message names the rule
+        raise (web.HTTPBadRequest if err.status == 400 else web.HTTPForbidden)(text=str(err)) from None
     return web.json_response(worker.status(), status=201, headers={"Location": f"/streams/{stream.name}"})
 
 

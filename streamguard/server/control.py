@@ -5,8 +5,10 @@ stream added here (documented in the README): its first open is retried with
 back-off like a drop (`ingest.retry_first_open`), because whoever adds a camera at
 run time wants it watched once it answers (it may be rebooting); a typo shows as
 `reconnecting` with the error in GET /streams and in `type: "stream"` events until
-the stream is deleted. A new WHIP publisher for a name replaces the previous one
-(as MediaMTX does), so a browser that reloads can publish again at once.
+the stream is deleted. A stream's URL passes the source policy (ingest/policy.py, origin
+"api") before anything opens it: `add` raises SourceRefused, answered 403 or 400. A new
+WHIP publisher for a name replaces the previous one (as MediaMTX does), so a browser
+that reloads can publish again at once.
 
 Limits (docs/security.md), so that no client can take the process down: at most
 `http.max_streams` streams (each costs threads and memory: 500 took 8.4 GB and 2,000
@@ -29,6 +31,7 @@ from streamguard.config import Config, IngestConfig, StreamConfig
 from streamguard.errors import StreamguardError
 from streamguard.ingest import SourceBase, open_source
 from streamguard.ingest.latest import LatestQueue
+from streamguard.ingest.policy import SourcePolicy
 from streamguard.ingest.webrtc import WhipSession, WhipSource
 from streamguard.pipeline import Pipeline, StreamReport, StreamWorker
 from streamguard.types import Frame
@@ -62,6 +65,7 @@ class Control:
         self.pipeline = pipeline
         self.cfg = cfg
         self.whip: dict[str, WhipSession] = {}
+        self.policy = SourcePolicy(cfg.sources)
         self._lock = asyncio.Lock()
         self._accepting = 0  # WHIP offers being answered (ICE gathering) right now
         self._timers: dict[str, asyncio.TimerHandle] = {}  # ended streams' removals, due forget_after_s after the end
@@ -76,7 +80,9 @@ class Control:
 
     async def add(self, stream: StreamConfig, ingest: IngestConfig | None = None) -> StreamWorker:
         """Start a stream whose first open is retried (see the module docstring), with its own
-        `ingest` settings if given (all but queue_size, which the pipeline sizes)."""
+        `ingest` settings if given (all but queue_size, which the pipeline sizes); SourceRefused,
+        before anything is opened, if the source policy does not allow its URL."""
+        await asyncio.to_thread(self.policy.check, stream.url, "api")  # may resolve a host name: off the loop
         settings = (ingest or self.cfg.ingest).model_copy(update={"retry_first_open": True})
 
         def source(stream: StreamConfig, _ingest: IngestConfig, queue: LatestQueue[Frame]) -> SourceBase:
