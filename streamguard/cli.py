@@ -57,7 +57,7 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
     from streamguard.redis.sink import RedisSink
     from streamguard.redis.subscriber import ChannelSubscriber
     from streamguard.inference.engine import open_engine
-    from streamguard.ingest.urls import redact_url
+    from streamguard.redact import redact_url
     from streamguard.pipeline import Pipeline
     from streamguard.server import HttpServer
 

@@ -36,7 +36,7 @@ from streamguard.inference.engine import Engine
 from streamguard.ingest import open_source
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source import SourceStats, StateCallback
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_url
 from streamguard.scoring.scorer import StreamScorer
 from streamguard.types import Detection, Face, Frame, Sample, StreamState
 

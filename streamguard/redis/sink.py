@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from streamguard import metrics
 from streamguard.events import EventV1, ScoresV1
 from streamguard.config import RedisConfig
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_url
 
 log = logging.getLogger(__name__)
 
