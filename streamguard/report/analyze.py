@@ -30,6 +30,7 @@ from streamguard.cli import UNTRAINED_WARNING
 from streamguard.config import Config, ScoringConfig, StreamConfig
 from streamguard.inference.engine import open_engine
 from streamguard.pipeline import Pipeline, StreamReport
+from streamguard.redact import redact_url
 from streamguard.report.html import render_report
 from streamguard.report.probe import VideoInfo, probe_video
 from streamguard.report.recorder import JsonlSink, SampleRecorder, Thumbnail
@@ -133,7 +134,7 @@ def write_report(out: Path, video: Path, info: VideoInfo, cfg: Config, run: RunR
         for identity, s in scores.items()
     ]
     analysis = AnalysisV1(
-        video=str(video),
+        video=redact_url(str(video)),  # the operator's path as given, but one line (controls escaped)
         stream=cfg.streams[0].name,
         duration_s=info.duration_s,
         frames_analysed=run.report.frames_analysed,
