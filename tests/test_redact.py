@@ -17,6 +17,8 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from streamguard.config import parse_stream_arg
+from streamguard.errors import ConfigError
 from streamguard.logsafe import SafeFormatter, configure_logging, safe_line
 from streamguard.redact import MASK, escape_control, is_local_path, redact_text, redact_url
 
@@ -264,3 +266,9 @@ def test_a_traceback_keeps_its_lines_but_none_passes_for_a_record():
     assert rest[-2:] == ["    ValueError: bad rtsp://***@h/x", "    ERROR streamguard: forged\\x1b[2J"]
     assert all(line.startswith("    ") for line in rest)
     assert "hunter2" not in text and "\x1b" not in text
+
+
+def test_a_malformed_stream_argument_is_reported_redacted():
+    with pytest.raises(ConfigError) as err:
+        parse_stream_arg("rtsp://admin:hunter2@cam/x")  # NAME= forgotten
+    assert str(err.value) == "--stream expects NAME=URL, got 'rtsp://***@cam/x'"
