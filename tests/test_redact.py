@@ -153,8 +153,8 @@ SECRET_NAME = st.tuples(
 
 
 @st.composite
-def secrets(draw, alphabet=ANY):
-    return draw(alphabet) + MARK + draw(alphabet)
+def secret_texts(draw: st.DrawFn) -> str:
+    return draw(ANY) + MARK + draw(ANY)
 
 
 def assert_hidden(url: str, secret: str) -> None:
@@ -164,7 +164,7 @@ def assert_hidden(url: str, secret: str) -> None:
     assert redact_url(shown) == shown
 
 
-@given(scheme=SCHEME, user=ANY, password=secrets(), host=HOST, port=PORT, path=SAFE_PATH,
+@given(scheme=SCHEME, user=ANY, password=secret_texts(), host=HOST, port=PORT, path=SAFE_PATH,
        query=st.lists(SAFE_PARAM, max_size=3))
 @example(scheme="rtsp", user="u", password="p#a?ss@/x:" + MARK, host="h", port="", path="/x", query=[])
 def test_a_password_never_comes_out(scheme, user, password, host, port, path, query):
@@ -173,7 +173,7 @@ def test_a_password_never_comes_out(scheme, user, password, host, port, path, qu
 
 
 @given(scheme=SCHEME, host=HOST, path=SAFE_PATH, before=st.lists(SAFE_PARAM, max_size=2), name=SECRET_NAME,
-       value=secrets(), after=st.lists(SAFE_PARAM, max_size=2), sep=st.sampled_from(["?", "#"]), join=st.sampled_from("&;"))
+       value=secret_texts(), after=st.lists(SAFE_PARAM, max_size=2), sep=st.sampled_from(["?", "#"]), join=st.sampled_from("&;"))
 def test_a_secret_parameter_never_comes_out(scheme, host, path, before, name, value, after, sep, join):
     # A value that itself holds "&name=" is two parameters to every parser: not generated.
     assume(not re.search(r"[?&;#][A-Za-z0-9_.~%+\-\[\]]+=", value))
@@ -182,7 +182,7 @@ def test_a_secret_parameter_never_comes_out(scheme, host, path, before, name, va
 
 
 @given(scheme=st.sampled_from(["rtmp", "rtmps", "rtmpt", "rtmpe", "RTMP", "cache:rtmp"]), userinfo=st.sampled_from(["", "u:p@"]),
-       host=HOST, port=PORT, app=PLAIN, key=secrets(), query=st.sampled_from(["", "?x=1", "#f"]))
+       host=HOST, port=PORT, app=PLAIN, key=secret_texts(), query=st.sampled_from(["", "?x=1", "#f"]))
 @example(scheme="rtmp", userinfo="", host="h", port="", app="live", key="a@b/" + MARK + "?c#d", query="")
 def test_an_rtmp_stream_key_never_comes_out(scheme, userinfo, host, port, app, key, query):
     assert_hidden(f"{scheme}://{userinfo}{host}{port}/{app}/{key}{query}", key)
