@@ -30,6 +30,7 @@ from streamguard.commandline import (  # noqa: E402
 from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
 from streamguard.server.exposure import check_exposure  # noqa: E402
+from streamguard.logsafe import configure_logging, safe_line  # noqa: E402
 from streamguard.supervisor import READY_FILE_ENV, supervise  # noqa: E402
 
 log = logging.getLogger("streamguard")
@@ -50,7 +51,7 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
     """Run the pipeline into Redis until stopped, `duration` passes or (without --http) every stream ends;
     return the exit code."""
     from streamguard.app import running
-    from streamguard.ingest.urls import redact_url
+    from streamguard.redact import redact_url
     from streamguard.redis.embedded import EmbeddedRedis
     from streamguard.redis.sink import RedisSink
     from streamguard.redis.subscriber import ChannelSubscriber
@@ -194,14 +195,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def run_command(prog: str, args: argparse.Namespace) -> int:
     """Run a parsed subcommand: user errors become one line and exit 2 (shared by streamguard-train)."""
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    configure_logging(getattr(args, "log_level", "INFO"))  # one line per record, URLs redacted: logsafe.py
     limit_numpy_blas_threads()
     try:
         return args.func(args)
     except StreamguardError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {safe_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from streamguard.errors import ConfigError
+from streamguard.redact import redact_url
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -477,7 +478,7 @@ def parse_stream_arg(arg: str) -> StreamConfig:
     """Parse a `--stream NAME=URL` argument."""
     name, sep, url = arg.partition("=")
     if not sep or not name or not url:
-        raise ConfigError(f"--stream expects NAME=URL, got {arg!r}")
+        raise ConfigError(f"--stream expects NAME=URL, got {redact_url(arg)!r}")
     try:
         return StreamConfig(name=name, url=url)
     except ValidationError as err:

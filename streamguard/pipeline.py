@@ -37,7 +37,7 @@ from streamguard.ingest import open_source
 from streamguard.ingest.demand import TakePacer
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.source_base import SourceStats, StateCallback
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_text, redact_url
 from streamguard.scoring.scorer import StreamScorer
 from streamguard.types import Detection, Face, Frame, Sample, StreamState
 
@@ -246,7 +246,11 @@ class StreamWorker:
 
     def _publish_state(self, name: str, state: StreamState, detail: str) -> None:
         url = redact_url(self.stream.url)
-        self.sink.publish(StreamEventV1(stream=name, state=state, detail=detail, ts=time.time(), url=url))
+        self.sink.publish(StreamEventV1(stream=name, state=state, detail=redact_text(detail), ts=time.time(), url=url))
+
+    def _error(self) -> str | None:
+        """The stream's error as shown: a library's exception text may quote the URL, secrets and all."""
+        return None if self.error is None else redact_text(self.error)
 
     def status(self) -> dict[str, Any]:
         """The stream as GET /streams shows it (URL redacted)."""
@@ -255,7 +259,7 @@ class StreamWorker:
             "name": self.stream.name,
             "url": redact_url(self.stream.url),
             "state": s.state,
-            "detail": s.detail,
+            "detail": redact_text(s.detail),
             "fps": round(s.fps, 2),
             "resolution": f"{s.size[0]}x{s.size[1]}" if s.size else None,
             "last_frame_age_s": None if s.last_frame_wall is None else round(time.time() - s.last_frame_wall, 3),
@@ -265,7 +269,7 @@ class StreamWorker:
             "frames_dropped": self.queue.dropped,
             "active_tracks": len(self.scorer.identities),
             "events": self.events,
-            "error": self.error,
+            "error": self._error(),
         }
 
     def report(self) -> StreamReport:
@@ -276,7 +280,7 @@ class StreamWorker:
             frames_dropped=self.queue.dropped,
             faces=self.faces,
             events=self.events,
-            error=self.error,
+            error=self._error(),
         )
 
 

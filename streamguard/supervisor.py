@@ -36,6 +36,7 @@ import yaml
 from streamguard.aio import first_of
 from streamguard.config import Config, StreamConfig
 from streamguard.errors import ConfigError
+from streamguard.logsafe import safe_line
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,14 @@ class Worker:
             self.proc.kill()
 
     async def _relay_and_wait(self, proc: asyncio.subprocess.Process) -> int:
-        """Copy the worker's output to ours, each line tagged with its number, until it exits."""
+        """Copy the worker's output to ours, each line tagged with its number, until it exits.
+
+        Its log records are safe lines already (logsafe.py); whatever else it prints (FFmpeg's
+        own stderr) is made safe here too: URLs redacted, control characters escaped."""
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            sys.stderr.write(f"[worker {self.index}] {line.decode(errors='replace')}")
+            text = safe_line(line.decode(errors="replace").rstrip("\r\n"))
+            sys.stderr.write(f"[worker {self.index}] {text}\n")
         return await proc.wait()
 
 

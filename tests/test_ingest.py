@@ -15,48 +15,24 @@ from hypothesis import strategies as st
 
 from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
-from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url, redact_url
+from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url
 from streamguard.ingest.pyav_source import STOP_GRACE_S
 from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
 from streamguard.redis.embedded import free_port
 
-# --- redact_url -----------------------------------------------------------------
-
-SECRET = st.text(st.characters(blacklist_characters="?#", blacklist_categories=("Cs",)), min_size=1, max_size=20)
-
-
-@given(user=SECRET, password=SECRET)
-def test_redact_url_hides_any_user_info(user, password):
-    url = f"rtsp://{user}:{password}@cam.local:554/live/ch1?channel=1"
-    assert redact_url(url) == "rtsp://***@cam.local:554/live/ch1?channel=1"
-
-
-@given(secret=st.text(st.characters(blacklist_characters="&;#", blacklist_categories=("Cs",)), min_size=1))
-def test_redact_url_hides_secret_query_values(secret):
-    url = f"srt://10.0.0.5:9000?mode=caller&passphrase={secret}&latency=200"
-    assert redact_url(url) == "srt://10.0.0.5:9000?mode=caller&passphrase=***&latency=200"
+# --- is_file_url (redact_url: tests/test_redact.py) ---------------------------------
 
 
 @given(path=st.text(min_size=1).filter(lambda p: "://" not in p))
-def test_redact_url_leaves_paths_alone(path):
-    assert redact_url(path) == path
+def test_anything_without_a_scheme_is_a_file(path):
     assert is_file_url(path)
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["rtsp://127.0.0.1:8554/cam1", "http://example.com/a/b.m3u8?x=1", "file:///home/a@b/v.mp4", "/tmp/user:pw@x.mp4"],
-)
-def test_redact_url_leaves_urls_without_credentials_alone(url):
-    assert redact_url(url) == url
-
-
-def test_redact_url_examples():
-    assert redact_url("rtsp://user:pass@host/x") == "rtsp://***@host/x"
-    assert redact_url("rtsp://admin@host:554") == "rtsp://***@host:554"
-    assert redact_url("http://u:p@host/path?token=abc#frag") == "http://***@host/path?token=***#frag"
+@pytest.mark.parametrize("url", ["rtsp://127.0.0.1:8554/cam1", "srt://h:9000", "whep+https://h/x"])
+def test_urls_with_a_scheme_are_live(url):
+    assert not is_file_url(url)
 
 
 # --- LatestQueue ------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -161,3 +163,16 @@ def test_sigterm_while_the_first_worker_loads_stops_everything_without_starting_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_workers_raw_output_is_relayed_as_safe_lines(tmp_path, capsys):
+    # What a worker prints outside its log (FFmpeg's own stderr, say) gets the log's treatment too.
+    from streamguard.supervisor import Worker
+
+    script = "import sys; sys.stdout.write('open rtsp://u:hunter2@h/x failed\\x1b[2J\\r\\nnext\\x85line\\n')"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    worker = Worker(3, tmp_path / "w.yaml", tmp_path / "w.ready", [])
+    assert await worker._relay_and_wait(proc) == 0
+    assert capsys.readouterr().err == "[worker 3] open rtsp://***@h/x failed\\x1b[2J\n[worker 3] next\\x85line\n"

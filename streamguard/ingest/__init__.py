@@ -4,7 +4,7 @@ from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.pyav_source import StreamSource
 from streamguard.ingest.source_base import SourceBase, SourceStats
-from streamguard.ingest.urls import is_file_url, redact_url, whep_endpoint
+from streamguard.ingest.urls import is_file_url, whep_endpoint
 from streamguard.types import Frame
 
 
@@ -19,5 +19,5 @@ def open_source(stream: StreamConfig, cfg: IngestConfig, queue: LatestQueue[Fram
 
 __all__ = [
     "LatestQueue", "QueueClosed", "SourceBase", "SourceStats", "StreamSource",
-    "is_file_url", "open_source", "redact_url", "whep_endpoint",
+    "is_file_url", "open_source", "whep_endpoint",
 ]

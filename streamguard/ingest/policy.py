@@ -44,7 +44,8 @@ from urllib.parse import urlsplit
 from streamguard.config import SourcesConfig
 from streamguard.errors import StreamguardError
 from streamguard.ingest.protocols import ffmpeg_protocols, url_scheme
-from streamguard.ingest.urls import WHEP_PREFIX, redact_url
+from streamguard.ingest.urls import WHEP_PREFIX
+from streamguard.redact import redact_url
 
 Origin = Literal["cli", "config", "api"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

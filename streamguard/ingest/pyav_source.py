@@ -53,9 +53,8 @@ from streamguard.errors import SourceError
 from streamguard.ingest.hwaccel import decoder_hwaccel
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.pacing import DemandGate, FpsSampler, LagGuard, RealtimePacer
-from streamguard.ingest.source_base import SourceBase, StateCallback
 from streamguard.ingest.protocols import protocol_whitelist
-from streamguard.ingest.urls import is_file_url, redact_url
+from streamguard.ingest.source_base import SourceBase, StateCallback
 from streamguard.types import Frame
 
 log = logging.getLogger(__name__)

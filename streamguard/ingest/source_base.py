@@ -29,7 +29,8 @@ from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest.latest import LatestQueue, QueueClosed
 from streamguard.ingest.pacing import RateMeter, backoff_delay
-from streamguard.ingest.urls import is_file_url, redact_url
+from streamguard.ingest.urls import is_file_url
+from streamguard.redact import redact_url
 from streamguard.types import Frame
 from streamguard.types import StreamState as State
 

@@ -25,7 +25,7 @@ from streamguard.events import parse_any_event
 from streamguard.redis.subscriber import format_event
 from streamguard.config import RedisConfig
 from streamguard.errors import ConfigError, StreamguardError
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_url
 
 BLOCK_MS = 1000
 

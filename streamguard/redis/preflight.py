@@ -25,7 +25,7 @@ from redis.exceptions import NoPermissionError, RedisError
 
 from streamguard.config import RedisConfig
 from streamguard.errors import ConfigError
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_url
 from streamguard.redis.faults import RedisFault, classify, server_reply
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ from redis.backoff import NoBackoff
 from streamguard import metrics
 from streamguard.config import RedisConfig
 from streamguard.events import EventV1, ScoresV1
-from streamguard.ingest.urls import redact_url
+from streamguard.redact import redact_url
 from streamguard.redis.faults import REASONS, UNREACHABLE, FaultLog, RedisFault, classify, server_reply
 from streamguard.redis.preflight import check_access
 

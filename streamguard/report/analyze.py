@@ -36,6 +36,7 @@ from streamguard.config import Config, ScoringConfig, StreamConfig
 from streamguard.app import running
 from streamguard.errors import SourceError
 from streamguard.pipeline import Pipeline, StreamReport
+from streamguard.redact import redact_url
 from streamguard.report.html import render_report
 from streamguard.report.probe import VideoInfo, probe_video
 from streamguard.report.recorder import JsonlSink, SampleRecorder, Thumbnail
@@ -144,7 +145,7 @@ def write_report(out: Path, video: Path, info: VideoInfo, cfg: Config, run: RunR
     ]
     error = run.report.error or stopped_early(run.report.frames_analysed, info)
     analysis = AnalysisV1(
-        video=str(video),
+        video=redact_url(str(video)),  # the operator's path as given, but one line (controls escaped)
         stream=cfg.streams[0].name,
         duration_s=info.duration_s,
         frames_analysed=run.report.frames_analysed,
