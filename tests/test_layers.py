@@ -20,15 +20,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamguard"
 LAYERS: list[set[str]] = [
     # nouns and plumbing every layer uses
     {"__init__", "_torchvision_compat", "errors", "types", "aio", "blas", "metrics", "cuda_context", "redact", "thumbnails",
-     "samples", "commandline"},
-    {"config"},
+     "samples"},
+    {"config", "logsafe"},
     {"events", "model"},
     # the stages, each on its own
     {"ingest", "faces", "inference", "scoring", "redis"},
     {"pipeline"},
     {"server"},
-    # composition: the app (one process), the supervisor (several)
-    {"app", "supervisor"},
+    # composition: the app (one process), the supervisor (several), what every command shares
+    {"app", "supervisor", "commandline"},
     # commands
     {"report", "cli"},
 ]
