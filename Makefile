@@ -7,7 +7,7 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
-.PHONY: gpu-site setup system-packages demo test bench bench-overload bench-soak gpu-wheels clean
+.PHONY: gpu-site setup system-packages demo test test-unit test-e2e bench bench-overload bench-soak gpu-wheels clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -34,8 +34,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/streamguard demo
 
+# One run, reported per folder: tests/unit (in-process, no server) and tests/e2e (real servers and processes).
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # Whole-pipeline benchmark (docs/benchmarks.md): 1, 2, 4, 8, 16 live RTSP streams at 720p
 # and 1080p against the engine alone; about 25 minutes on 2 cores. BENCH_ARGS adds options.

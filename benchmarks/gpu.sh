@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU part of the whole-pipeline benchmark (docs/benchmarks.md), for a lent GPU machine:
-# torch-CUDA and NVDEC correctness (tests/test_export.py's CUDA cases, tests/test_hwaccel.py),
+# torch-CUDA and NVDEC correctness (tests/unit/test_export.py's CUDA cases, tests/unit/test_hwaccel.py),
 # what handing crops to the GPU costs (bench_transfer.py), every engine on CUDA (torch fp16/bf16,
 # CUDA graphs on and off) with the one-face 5-fps streams each keeps up with, ViT-L's fp16 rate,
 # and the CPU side: one live stream's ingest with NVDEC against without (1080p, 4K), then many
@@ -56,7 +56,7 @@ step() {
 { nproc; grep -m1 'model name' /proc/cpuinfo; python3 -c 'import torch, av; print("torch", torch.__version__, "av", av.__version__)'
   [ "$device" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; } 2>&1 | tee "$out/machine.txt"
 # --noconftest: the suite's fixtures start Redis and RTSP servers that this machine lacks; these tests need none.
-step gpu-tests python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_export.py tests/test_hwaccel.py
+step gpu-tests python3 -m pytest -q --noconftest -p no:cacheprovider tests/unit/test_export.py tests/unit/test_hwaccel.py
 [ "$device" = cuda ] && step gpu-transfer python3 benchmarks/bench_transfer.py --out "$out/transfer.json"
 model_args=(--device "$device" --arch "${ARCH:-base}" --batch "${BATCHES:-1,2,4,8,16,32,64,128,256}" --repeats "${REPEATS:-10}" --out "$out")
 # Should capturing CUDA graphs fail, the engines without them are still measured.

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from streamguard.config import Config
-from streamguard.errors import ConfigError
 from streamguard.inference.contract import Engine
 from streamguard.inference.registry import open_engine
-from streamguard.ingest.hwaccel import gpu_decoding_problem
+from streamguard.ingest.hwaccel import require_decoding
 from streamguard.pipeline import EventPublisher, Pipeline, SampleHook, StreamReport
 from streamguard.server import HttpServer
 
@@ -81,8 +80,7 @@ async def running(
     with `cfg.streams` and, when `cfg.http.bind` is set, the HTTP server; on exit close the
     server, the pipeline (its reports land on `App.reports`), the sink (flushing for up to
     `flush_timeout` seconds; none when leaving on an error) and the engine we opened."""
-    if (problem := gpu_decoding_problem(cfg.ingest)) is not None:  # cheap: before the model loads
-        raise ConfigError(f"config: {problem}")
+    require_decoding(cfg.ingest)  # cheap: before the model loads
     own_engine = engine is None
     engine = open_model(cfg) if engine is None else engine
     try:

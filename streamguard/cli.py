@@ -116,6 +116,8 @@ def _write_whole(path: Path, text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from streamguard.ingest.hwaccel import require_decoding  # PyAV: only for the commands that decode
+
     _check_duration(args)
     cfg = load_config(args.config, pipeline_overrides(args))
     check_exposure(cfg.http)  # an open bind refuses to start here, before the engine loads or anything binds
@@ -124,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
     check_sources(cfg, cfg.streams)
+    require_decoding(cfg.ingest)  # before any worker, Redis or the model starts
     if args.processes != 1:
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))

@@ -18,7 +18,7 @@ All of the engine's GPU work runs on a CUDA stream of its own, created non-block
 FFmpeg's NVDEC (ingest.hwaccel) copies its pictures on the context's legacy default
 stream, which waits for, and holds up, all work on blocking streams, torch's default
 stream included; on its own stream a 30 ms batch and the decoders' copies do not queue
-behind each other (tests/test_export.py). Beside 32 NVDEC streams on the H200 it
+behind each other (tests/unit/test_export.py). Beside 32 NVDEC streams on the H200 it
 measured level with the default stream (6,130 against 5,998 crops/s at batch 64, the
 same latencies), since NVDEC's pictures now stay on the GPU and its copies are short;
 it is kept because it costs nothing and makes that independent of what FFmpeg does.

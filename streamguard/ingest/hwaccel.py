@@ -45,6 +45,7 @@ from av.codec.hwaccel import HWAccel
 
 from streamguard.config import HwaccelMode, IngestConfig
 from streamguard.cuda_context import share_primary_context
+from streamguard.errors import ConfigError
 
 CUDA_OPTIONS = {"primary_ctx": "1"}  # share the device's primary context
 
@@ -68,6 +69,12 @@ def gpu_decoding_problem(cfg: IngestConfig) -> str | None:
     if cfg.hwaccel == "cuda" and (problem := cuda_decode_problem()) is not None:
         return f"invalid value for 'ingest.hwaccel': cannot decode on the GPU here: {problem}; use 'auto' to fall back to the CPU"
     return None
+
+
+def require_decoding(cfg: IngestConfig) -> None:
+    """Start-up's check: ConfigError (one line) where `cfg` asks for GPU decoding this machine cannot do."""
+    if (problem := gpu_decoding_problem(cfg)) is not None:
+        raise ConfigError(f"config: {problem}")
 
 
 def decoder_hwaccel(mode: HwaccelMode) -> HWAccel | None:

@@ -2,7 +2,7 @@
 a file's frames are due, how fast frames arrive, how long to wait before reconnecting.
 
 Pure decisions over times and flags (no PyAV, no event loop), so that each is unit-tested on
-synthetic timelines (tests/test_pacing.py) and shared by every kind of source:
+synthetic timelines (tests/unit/test_pacing.py) and shared by every kind of source:
 - `FpsSampler` keeps frames at the analysis rate by their timestamps, so a change of frame
   rate needs nothing (PyAV and WebRTC sources).
 - `LagGuard`: when the decoder itself falls behind a live source (a starved CPU), packets are

@@ -1,7 +1,7 @@
 """GET /openapi.json: the HTTP API described as an OpenAPI 3.1 document.
 
 Why: users generate clients and read the routes from it, and the tests fuzz a live
-server from it (tests/test_http_fuzz.py), so the description and the server cannot
+server from it (tests/e2e/test_http_fuzz.py), so the description and the server cannot
 drift apart without a test failing. Hand-written: the handlers read raw JSON (their
 error messages name the field), so there is no model to generate it from; the bodies
 refer to the config's pydantic models where they are those models.

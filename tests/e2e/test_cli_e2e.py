@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
 from streamguard.redis.embedded import free_port
-from streamguard.events import EventV1, parse_any_event
-
-STREAMGUARD = str(Path(sys.executable).parent / "streamguard")
-
-
-def keys_config(tmp_path: Path, extra: str = "") -> tuple[Path, str, str]:
-    """A config with per-test channel/stream keys, so tests sharing a Redis do not mix."""
-    tag = uuid.uuid4().hex[:8]
-    channel, stream_key = f"test:{tag}:alerts", f"test:{tag}:events"
-    path = tmp_path / "cfg.yaml"
-    path.write_text(f"redis: {{channel: '{channel}', stream_key: '{stream_key}'}}\n{extra}")
-    return path, channel, stream_key
-
-
-def run_streamguard(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([STREAMGUARD, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def face_events(payloads) -> list[EventV1]:
-    """The face verdicts among the published events (stream state events are skipped)."""
-    return [e for e in map(parse_any_event, payloads) if isinstance(e, EventV1)]
+from tests.support.cli import face_events, keys_config, run_streamguard, user_error
 
 
 def collect(pubsub: redis.client.PubSub) -> list[dict]:
@@ -102,13 +79,6 @@ def test_bad_stream_does_not_stop_the_good_one(rtsp_server, redis_server, subscr
     assert {e.stream for e in alerts} == {"good"}
     assert len({e.track for e in alerts if e.type == "alert"}) >= 2
 
-
-def user_error(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one error line a user sees (no traceback)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
-    assert lines, proc.stderr
-    return "\n".join(lines)
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path):

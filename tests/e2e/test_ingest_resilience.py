@@ -19,8 +19,8 @@ from streamguard.redis.embedded import free_port
 from streamguard.errors import SourceError
 from streamguard.samples import render_frame
 from streamguard.types import Frame
-from tests.harness import live_config, live_pipeline
-from tests.test_ingest import collect, looks_like_sample_at, make_source, metric, stop, wait_for_state
+from tests.support.harness import live_config, live_pipeline
+from tests.support.sources import collect, looks_like_sample_at, make_source, metric, stop, wait_for_state
 
 FAST_BACKOFF = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0}
 

@@ -4,8 +4,8 @@ import pytest
 
 from streamguard.config import load_config, parse_stream_arg
 from streamguard.errors import ConfigError
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:

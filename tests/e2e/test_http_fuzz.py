@@ -25,8 +25,9 @@ from streamguard.config import WebRTCConfig
 from streamguard.ingest import ice
 from streamguard.ingest.webrtc import MAX_MEDIA, OfferError, WhipSession, check_offer
 from streamguard.server.openapi import document
-from tests.harness import LOOPBACK_WEBRTC, live_config, live_pipeline
-from tests.test_server import AUTH, TOKEN
+from tests.support.harness import LOOPBACK_WEBRTC, live_config, live_pipeline
+from tests.support.http import AUTH, TOKEN
+from tests.support.webrtc import make_offer
 
 DOC = document()
 JSON = st.recursive(
@@ -203,7 +204,6 @@ def test_check_offer_refuses_with_offer_error_or_passes(sdp):
 
 @pytest.fixture(scope="module")
 def real_offer() -> str:
-    from tests.test_webrtc import make_offer
 
     async def offer() -> str:
         pc = await make_offer()

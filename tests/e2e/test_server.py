@@ -9,36 +9,15 @@ import json
 import logging
 import os
 import signal
-import sys
-import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from streamguard.redis.embedded import free_port
 from streamguard.ingest.hwaccel import cuda_decode_problem
-from tests.harness import EventReader, live_config, live_pipeline
-
-TOKEN = "t0ken-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-STREAMGUARD = str(Path(sys.executable).parent / "streamguard")
-
-
-async def poll(http: aiohttp.ClientSession, url: str, check, timeout: float) -> dict:
-    """GET `url` (JSON) until `check(body)` holds; fails the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with http.get(url) as resp:
-                body = await resp.json() if resp.status == 200 else {"status": resp.status}
-        except aiohttp.ClientConnectionError:
-            body = {"status": "unreachable"}
-        if check(body):
-            return body
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} never matched within {timeout} s: {body}")
-        await asyncio.sleep(0.1)
+from tests.support.harness import EventReader, live_config, live_pipeline
+from tests.support.cli import STREAMGUARD
+from tests.support.http import AUTH, TOKEN, poll
 
 
 async def test_streams_are_added_and_removed_at_run_time(rtsp_server, redis_server, caplog):

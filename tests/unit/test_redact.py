@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from streamguard.config import parse_stream_arg
 from streamguard.errors import ConfigError
-from streamguard.logsafe import SafeFormatter, configure_logging, safe_line
+from streamguard.logsafe import SafeFormatter, safe_line
 from streamguard.redact import MASK, escape_control, is_local_path, redact_text, redact_url
 
 # --- examples -----------------------------------------------------------------------

@@ -24,7 +24,8 @@ from streamguard.events import ScoresV1, parse_event
 from streamguard.redis.embedded import EmbeddedRedis
 from streamguard.redis.faults import FaultLog, RedisFault
 from streamguard.redis.sink import RedisSink
-from tests.test_redis_sink import event, stream_tracks
+from tests.support.events import event, stream_tracks
+from tests.support.harness import wait_until
 
 N = 30  # events published during each fault (within one send batch and the buffer)
 USER = "sink"
@@ -38,15 +39,6 @@ def errors(reason: str) -> float:
 
 def redis_up() -> float | None:
     return metrics.REGISTRY.get_sample_value("streamguard_redis_up")
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def outage_then_recovery(
@@ -66,7 +58,7 @@ async def outage_then_recovery(
     await break_redis()
     for i in range(1, N + 1):
         sink.publish(event(i), {f"streamguard:thumb:id{i}:face": b"jpeg%d" % i} if attachments else None)
-    await until(lambda: redis_up() == 0 and errors(reason) >= before + 2, 20, f"two '{reason}' errors and redis_up 0")
+    await wait_until(lambda: redis_up() == 0 and errors(reason) >= before + 2, 20, f"two '{reason}' errors and redis_up 0")
     assert sink.pending == N and sink.dropped == 0 and sink.published == 1
     await fix_redis()
     assert await sink.flush(timeout=20), f"{sink.pending} events still buffered after the fix"
@@ -199,7 +191,7 @@ async def test_multi_refused_delivers_each_event_once(fresh_redis, admin, caplog
         await acl(admin, "+multi")
         sink.publish(event(N))
         assert await sink.flush(timeout=20)
-        await until(lambda: redis_up() == 1, 10, "redis_up 1 once MULTI is granted again")
+        await wait_until(lambda: redis_up() == 1, 10, "redis_up 1 once MULTI is granted again")
     finally:
         await sink.close()
     assert await stream_tracks(fresh_redis.url, "streamguard:events") == list(range(N + 1))
@@ -219,7 +211,7 @@ async def test_refused_scores_channel_never_holds_events_back(fresh_redis, admin
             sink.publish_scores(ScoresV1(stream="s", ts=float(i), threshold=0.5, identities=[]))
             sink.publish(event(i))
         assert await sink.flush(timeout=20)
-        await until(lambda: errors("noperm") >= before + 1, 10, "a 'noperm' error for the scores channel")
+        await wait_until(lambda: errors("noperm") >= before + 1, 10, "a 'noperm' error for the scores channel")
     finally:
         await sink.close()
     assert redis_up() == 1
@@ -237,7 +229,7 @@ async def test_start_on_a_replica_waits_for_its_promotion(fresh_redis, second_re
         await sink.start()
         assert redis_up() == 0 and errors("readonly") == before + 1
         sink.publish(event(1))
-        await until(lambda: errors("readonly") >= before + 2, 10, "a failed delivery to the replica")
+        await wait_until(lambda: errors("readonly") >= before + 2, 10, "a failed delivery to the replica")
         await replica.replicaof("NO", "ONE")
         assert await sink.flush(timeout=20)
         assert redis_up() == 1

@@ -7,7 +7,6 @@ about a minute, then checks that could fail: the loss falls, the AUC on fresh dr
 engine, opened by the runtime, scores those held-out fakes above the reals.
 """
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +18,9 @@ from training.cli import main
 from training.datasets import CropDataset
 from training.index import read_index
 from training.runlog import read_csv
+from tests.support import REPO
 
-CONFIG = Path(__file__).parents[1] / "configs" / "train" / "smoke.yaml"
+CONFIG = REPO / "configs" / "train" / "smoke.yaml"
 SIZE = 64  # data.img_size of the smoke config
 
 

@@ -13,16 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamguard.config import IngestConfig, StreamConfig
 from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, QueueClosed, StreamSource, is_file_url
 from streamguard.ingest.pyav_source import STOP_GRACE_S
-from streamguard.metrics import REGISTRY
 from streamguard.samples import FRAME_SIZE, render_frame
 from streamguard.types import Frame
 from streamguard.redis.embedded import free_port
+from tests.support.sources import collect, looks_like_sample_at, make_source, metric, stop, wait_for_state
 
-# --- is_file_url (redact_url: tests/test_redact.py) ---------------------------------
+# --- is_file_url (redact_url: tests/unit/test_redact.py) ---------------------------------
 
 
 @given(path=st.text(min_size=1).filter(lambda p: "://" not in p))
@@ -150,56 +149,6 @@ def test_a_decoded_frame_converts_its_pixels_on_first_use_only():
 
 # --- StreamSource ------------------------------------------------------------------
 
-
-def make_source(
-    url: str, name: str, queue_size: int = 1, **ingest
-) -> tuple[StreamSource, LatestQueue[Frame], list[tuple[str, str]]]:
-    """A source with a state log; `ingest` overrides IngestConfig fields."""
-    queue: LatestQueue[Frame] = LatestQueue(queue_size)
-    states: list[tuple[str, str]] = []
-    source = StreamSource(
-        StreamConfig(name=name, url=url), IngestConfig(**ingest), queue, on_state=lambda _n, s, d: states.append((s, d))
-    )
-    return source, queue, states
-
-
-async def wait_for_state(states: list[tuple[str, str]], state: str, timeout: float, after: int = 0) -> None:
-    """Wait until `state` appears in `states[after:]` (on_state runs on the loop)."""
-    deadline = time.monotonic() + timeout
-    while not any(s == state for s, _ in states[after:]):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {state!r} within {timeout} s; states: {states}")
-        await asyncio.sleep(0.01)
-
-
-async def collect(queue: LatestQueue[Frame], seconds: float) -> list[Frame]:
-    """Frames that arrive within `seconds` from now."""
-    frames: list[Frame] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            frames.append(await asyncio.wait_for(queue.get(), left))
-        except TimeoutError:
-            break
-    return frames
-
-
-async def stop(task: asyncio.Task, within: float = 2.0) -> None:
-    """Cancel `task` and check it finished within `within` seconds."""
-    task.cancel()
-    start = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), within)
-    assert time.monotonic() - start < within
-
-
-def looks_like_sample_at(frame: Frame) -> bool:
-    """The frame shows the sample video at its pts (compression error only)."""
-    diff = np.abs(frame.rgb.astype(np.int16) - render_frame(frame.pts)).mean()
-    return bool(diff < 5.0)  # ~1.6 at the right time, ~20 one second off
-
-
-def metric(name: str, stream: str) -> float | None:
-    return REGISTRY.get_sample_value(name, {"stream": stream})
 
 
 async def test_rtsp_source_delivers_frames_at_the_analysis_rate(rtsp_server):

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "streamguard"
+from tests.support import REPO
+
+PACKAGE = REPO / "streamguard"
 
 LAYERS: list[set[str]] = [
     # nouns and plumbing every layer uses

@@ -22,7 +22,7 @@ from streamguard.inference.torch_engine import TorchEngine
 from streamguard.model.checkpoint import untrained_model
 from streamguard.app import running
 from streamguard.pipeline import Pipeline
-from tests.harness import wait_until
+from tests.support.harness import wait_until
 
 
 def face_events(payloads) -> list[EventV1]:

@@ -20,7 +20,7 @@ import pytest
 
 from streamguard.events import StreamEventV1
 from streamguard.redis.embedded import free_port
-from tests.harness import live_config, live_pipeline
+from tests.support.harness import live_config, live_pipeline
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

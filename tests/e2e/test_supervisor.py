@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 import redis
@@ -19,7 +16,7 @@ import redis
 from streamguard.config import StreamConfig
 from streamguard.errors import ConfigError
 from streamguard.supervisor import shares
-from tests.test_cli_e2e import STREAMGUARD, face_events, keys_config, run_streamguard, user_error
+from tests.support.cli import Lines, STREAMGUARD, face_events, keys_config, run_streamguard, user_error
 
 
 def test_streams_are_dealt_round_robin_and_no_worker_gets_none():
@@ -66,55 +63,6 @@ def test_two_workers_each_analyse_their_share_into_one_redis(rtsp_server, redis_
         client.close()
     assert {e.stream for e in events if e.type == "alert"} == {"a", "b"}  # both workers published
 
-
-class Lines:
-    """A child's output, line by line, read by a thread so that the test can wait for one with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.seen: list[str] = []
-        self.closed = False  # the child closed its output and every line was read
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _next_line(self, deadline: float) -> str | None:
-        """The next line (kept in `seen` too); None once the output is closed or at the deadline."""
-        if self.closed or (left := deadline - time.monotonic()) <= 0:
-            return None
-        try:
-            line = self._lines.get(timeout=left)
-        except queue.Empty:
-            return None
-        if line is None:
-            self.closed = True
-        else:
-            self.seen.append(line)
-        return line
-
-    def _last_lines(self) -> str:
-        return "".join(self.seen[-30:])
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (line := self._next_line(deadline)) is not None:
-            if match := re.search(pattern, line):
-                return match
-        pytest.fail(f"no line matching {pattern!r} within {timeout} s; last lines:\n{self._last_lines()}")
-
-    def read_to_end(self, timeout: float) -> list[str]:
-        """Every line seen, with the rest read until the child closes its output."""
-        deadline = time.monotonic() + timeout
-        while self._next_line(deadline) is not None:
-            pass
-        if not self.closed:
-            pytest.fail(f"the child kept its output open past {timeout} s; last lines:\n{self._last_lines()}")
-        return self.seen
 
 
 @pytest.mark.slow

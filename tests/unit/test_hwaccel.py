@@ -29,8 +29,8 @@ from streamguard.errors import SourceError
 from streamguard.ingest import LatestQueue, StreamSource
 from streamguard.ingest import pyav_source as source_module
 from streamguard.ingest.hwaccel import CUDA_OPTIONS, cuda_decode_problem
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 FRAMES = 25
 PROBLEM = cuda_decode_problem()

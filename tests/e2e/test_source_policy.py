@@ -39,9 +39,10 @@ from streamguard.ingest import LatestQueue, StreamSource
 from streamguard.ingest.policy import SourcePolicy, SourceRefused, resolve
 from streamguard.ingest.protocols import ffmpeg_protocols, protocol_whitelist, url_scheme
 from streamguard.redis.embedded import free_port
-from tests.harness import live_config, live_pipeline
+from tests.support.harness import live_config, live_pipeline
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def no_dns(host: str) -> list:

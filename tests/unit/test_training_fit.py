@@ -22,9 +22,10 @@ from training.index import read_index
 from training.model import build_net
 from training.predict import predict
 from training.runlog import read_csv
+from tests.support import REPO
 
 SIZE = 32
-CONFIGS = Path(__file__).parents[1] / "configs" / "train"
+CONFIGS = REPO / "configs" / "train"
 
 
 def tiny_config(out: Path, **sections) -> TrainConfig:

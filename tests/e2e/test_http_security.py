@@ -5,14 +5,12 @@ ended streams)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import os
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -23,9 +21,10 @@ from streamguard.errors import ConfigError
 from streamguard.redis.embedded import free_port
 from streamguard.server.exposure import check_exposure, host_of, host_names
 from streamguard.server.ratelimit import TokenBuckets
-from tests.harness import live_config, live_pipeline
-from tests.test_server import AUTH, STREAMGUARD, TOKEN, poll
-from tests.test_webrtc import SDP, make_offer
+from tests.support.harness import live_config, live_pipeline
+from tests.support.cli import STREAMGUARD
+from tests.support.http import AUTH, TOKEN, poll
+from tests.support.webrtc import SDP, make_offer
 
 # --- A: who may use it
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from streamguard.events import parse_event
 from streamguard.redis.sink import RedisSink
 from streamguard.config import RedisConfig
-from tests.test_redis_sink import event
+from tests.support.events import event
 
 STREAMGUARD = str(Path(sys.executable).parent / "streamguard")
 

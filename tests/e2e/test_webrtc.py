@@ -10,15 +10,14 @@ import time
 import aiohttp
 import aioice.ice
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from streamguard.config import IngestConfig, StreamConfig, WebRTCConfig
 from streamguard.ingest import LatestQueue, ice
 from streamguard.ingest.webrtc import OfferError, WhipSession, WhipSource, check_offer
-from tests.harness import LOOPBACK_WEBRTC, live_config, live_pipeline, wait_until
-from tests.whep_server import SampleTrack, WhepServer
-
-SDP = {"Content-Type": "application/sdp"}
+from tests.support.harness import LOOPBACK_WEBRTC, live_config, live_pipeline, wait_until
+from tests.support.whep_server import SampleTrack, WhepServer
+from tests.support.webrtc import SDP, make_offer, whip_publish
 
 
 @pytest.fixture(autouse=True)
@@ -26,25 +25,6 @@ def loopback_ice():
     """ICE addresses are process-wide: every peer in these tests (ours and theirs) uses 127.0.0.1 only."""
     ice.configure(WebRTCConfig(**LOOPBACK_WEBRTC))
 
-
-async def make_offer(codec: str | None = "video/H264", track: SampleTrack | None = None) -> RTCPeerConnection:
-    """A publisher's peer connection with its offer set (candidates gathered)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    transceiver = pc.addTransceiver(track or SampleTrack(), direction="sendonly")
-    if codec is not None:
-        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == codec])
-    await pc.setLocalDescription(await pc.createOffer())
-    return pc
-
-
-async def whip_publish(http: aiohttp.ClientSession, base: str, name: str, pc: RTCPeerConnection) -> tuple[str, str]:
-    """POST the offer, apply the answer: (Location, answer SDP)."""
-    async with http.post(f"{base}/whip/{name}", data=pc.localDescription.sdp, headers=SDP) as resp:
-        assert resp.status == 201, await resp.text()
-        assert resp.content_type == "application/sdp"
-        location, answer = resp.headers["Location"], await resp.text()
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    return location, answer
 
 
 async def poll_status(http: aiohttp.ClientSession, url: str, check, timeout: float) -> dict:

@@ -17,11 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from streamguard.config import HttpConfig, WebRTCConfig
 from streamguard.ingest import ice
 from streamguard.server.front_door import FrontDoor, merge_metrics
-from tests.harness import LOOPBACK_WEBRTC, EventReader
-from tests.test_cli_e2e import keys_config
-from tests.test_server import AUTH, STREAMGUARD, TOKEN, poll
-from tests.test_supervisor import Lines
-from tests.test_webrtc import make_offer, whip_publish
+from tests.support.harness import LOOPBACK_WEBRTC, EventReader
+from tests.support.cli import Lines, STREAMGUARD, keys_config
+from tests.support.http import AUTH, TOKEN, poll
+from tests.support.webrtc import make_offer, whip_publish
 
 
 def test_merged_metrics_keep_one_family_per_name_and_label_each_sample_with_its_worker():
