@@ -9,7 +9,8 @@ from aiohttp import web
 from streamguard.config import Config, HttpConfig, parse_bind
 from streamguard.errors import ConfigError
 from streamguard.pipeline import Pipeline
-from streamguard.server import api, whip
+from streamguard.console import ConsoleHub
+from streamguard.server import api, console, whip
 from streamguard.server.control import Control
 from streamguard.server.middleware import Middleware, bearer_auth, cors, errors
 
@@ -18,28 +19,29 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0  # requests still running at shutdown get this long
 
 
-def build_app(cfg: HttpConfig, control: Control) -> web.Application:
+def build_app(cfg: HttpConfig, control: Control, hub: ConsoleHub | None = None) -> web.Application:
     """Routes and middlewares; bodies over `cfg.max_body_bytes` get 413."""
     middlewares: list[Middleware] = [cors(cfg.cors_origins)] if cfg.cors_origins else []
     middlewares.append(errors)
     if cfg.token:
-        middlewares.append(bearer_auth(cfg.token))
+        middlewares.append(console.public_assets(bearer_auth(cfg.token)))
     app = web.Application(middlewares=middlewares, client_max_size=cfg.max_body_bytes)
     app[api.CONTROL] = control
     api.add_routes(app)
     whip.add_routes(app)
+    console.add_routes(app, hub)
     return app
 
 
 class HttpServer:
     """Serves `cfg.http.bind` for a pipeline; `start` and `close` bracket its life."""
 
-    def __init__(self, cfg: Config, pipeline: Pipeline) -> None:
+    def __init__(self, cfg: Config, pipeline: Pipeline, console: ConsoleHub | None = None) -> None:
         if cfg.http.bind is None:
             raise ConfigError("http.bind is not set: nothing to serve on")
         self.cfg = cfg
         self.control = Control(pipeline, cfg)
-        self._runner = web.AppRunner(build_app(cfg.http, self.control), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        self._runner = web.AppRunner(build_app(cfg.http, self.control, console), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         self.port: int | None = None
 
     @property
@@ -58,7 +60,7 @@ class HttpServer:
             raise ConfigError(f"http.bind: cannot listen on {self.cfg.http.bind}: {err.strerror}") from None
         self.port = self._runner.addresses[0][1]
         auth = "token required" if self.cfg.http.token else "no token: anyone who can reach it controls streamguard"
-        log.info("HTTP API on %s (%s); WHIP: POST %s/whip/<stream>", self.url, auth, self.url)
+        log.info("HTTP API on %s (%s); WHIP: POST %s/whip/<stream>; console: %s/", self.url, auth, self.url, self.url)
 
     async def close(self) -> None:
         """Stop serving (requests in flight finish), then end the WHIP streams and their sessions."""
