@@ -9,8 +9,10 @@ path is printed), where a person can look at them after the run.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -214,3 +216,37 @@ def test_score_history_is_bounded():
     history.add("cam", 3, 29.0, 0.2)  # a third identity: the least recently updated goes
     assert set(history.series("cam")) == {2, 3} and len(history) == 2
     assert ConsoleConfig().history_s >= 60
+
+
+async def test_demo_prints_the_console_address(sample_video, tmp_path):
+    """`streamguard demo` (what `make demo` runs) prints a loopback console URL with its token, serves the page
+    there, and runs until --duration."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop("STREAMGUARD_HTTP_TOKEN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamguard.cli", "demo", "--video", str(sample_video), "--arch", "tiny",
+        "--http", "127.0.0.1:0", "--duration", "8", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=env, cwd=tmp_path,
+    )
+    try:
+        url = None
+        async with asyncio.timeout(60):
+            while url is None:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the demo ended without printing the console's address"
+                if match := re.match(r"console: (http://127\.0\.0\.1:\d+/)#token=(\S+)", line):
+                    url, token = match.groups()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as resp:
+                assert resp.status == 200 and "streamguard console" in await resp.text()
+            async with http.get(url + "console/api/streams") as resp:
+                assert resp.status == 401  # the demo has a token too
+            async with http.get(url + "console/api/streams", headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert [s["name"] for s in (await resp.json())["streams"]] == ["demo"]
+        async with asyncio.timeout(60):
+            assert await proc.wait() == 0  # --duration ends it
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
