@@ -163,7 +163,7 @@ async def test_no_picture_is_drawn_without_a_viewer(rtsp_server, redis_server):
     cfg = live_config(serve=True, token=TOKEN, streams={"cam": rtsp_server.url("cam1")}, console={"watch_idle_s": 1.0})
     async with live_pipeline(redis_server.url, cfg) as live, aiohttp.ClientSession(headers=AUTH) as http:
         worker = live.pipeline.workers["cam"]
-        drawn = metrics.CONSOLE_SNAPSHOTS.labels("cam")
+        drawn = metrics.CONSOLE_SNAPSHOTS
         before = drawn._value.get()
         await wait_until(lambda: worker.frames_analysed >= 10, 30, "10 frames analysed")
         assert worker.observer is None and drawn._value.get() == before  # nobody asked: no frame kept, nothing drawn

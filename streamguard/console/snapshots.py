@@ -50,6 +50,13 @@ class Tap:
         self.frame, self.faces = frame, faces
 
 
+def timed_draw(*args: object) -> tuple[bytes, float]:
+    """`draw`, and the CPU seconds it took in this thread (for streamguard_console_snapshot_cpu_seconds)."""
+    started = time.thread_time()
+    jpeg = draw(*args)  # type: ignore[arg-type]
+    return jpeg, time.thread_time() - started
+
+
 def draw(frame: Frame, faces: list[Face], scores: dict[int, float], threshold: float, width: int, quality: int) -> bytes:
     """The frame downscaled to `width`, each face boxed and labelled `#track score`, coloured against `threshold`."""
     rgb = downscale(frame.rgb, width)
@@ -127,10 +134,11 @@ class Snapshots:
             return None
         now = time.time()
         scores = {i.track: i.score for i in worker.scorer.scores(now).identities}
-        jpeg = await asyncio.to_thread(
-            draw, frame, faces, scores, worker.scorer.threshold, self.cfg.snapshot_width, self.cfg.jpeg_quality
+        jpeg, cpu = await asyncio.to_thread(
+            timed_draw, frame, faces, scores, worker.scorer.threshold, self.cfg.snapshot_width, self.cfg.jpeg_quality
         )
-        metrics.CONSOLE_SNAPSHOTS.labels(name).inc()
+        metrics.CONSOLE_SNAPSHOTS.inc()
+        metrics.CONSOLE_SNAPSHOT_CPU.observe(cpu)
         picture = Picture(jpeg, len(faces), time.monotonic(), frame.wall_ts)
         self._cache[name] = picture
         return picture
