@@ -20,9 +20,10 @@ import aiohttp
 import pytest
 
 from streamguard import metrics
-from streamguard.config import ConsoleConfig
+from streamguard.config import ConsoleConfig, HttpConfig
 from streamguard.console.feed import Feed
 from streamguard.console.history import ScoreHistory
+from streamguard.server.front_door import FrontDoor
 from tests.harness import live_config, live_pipeline, wait_until
 
 TOKEN = "console-t0ken"
@@ -250,3 +251,43 @@ async def test_demo_prints_the_console_address(sample_video, tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_console_through_the_front_door(browser, rtsp_server, redis_server):
+    """`run --processes N --http`'s front door serves the page and gathers every worker's streams, pictures and
+    feed (two workers here are two pipelines in this process, each with its own API, as the supervisor's are)."""
+    door = FrontDoor(HttpConfig(bind="127.0.0.1:0", token=TOKEN), count=2)
+    configs = [
+        live_config(serve=True, token=TOKEN, streams={name: rtsp_server.url(cam)}, scoring={"scores_interval_s": 0.5},
+                    redis={"thumbnails": True})
+        for name, cam in (("left", "cam1"), ("right", "cam2"))
+    ]
+    async with live_pipeline(redis_server.url, configs[0]) as w0, live_pipeline(redis_server.url, configs[1]) as w1:
+        await door.start()
+        try:
+            await door.worker_up(0, w0.server.url)
+            await door.worker_up(1, w1.server.url)
+            context = await browser.new_context(viewport={"width": 1280, "height": 860})
+            page = await context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda err: problems.append(f"uncaught: {err}"))
+            await page.goto(f"{door.url}/#token={TOKEN}")
+            for name in ("left", "right"):
+                await page.wait_for_selector(f'.card[data-stream="{name}"] img[data-faces="2"]', timeout=40_000)
+            alerts = [await w.events.wait_for(lambda e: e.type == "alert", 30, what="an alert") for w in (w0, w1)]
+            for alert in alerts:  # both workers' alerts in the one feed, with their faces
+                await page.wait_for_selector(f'#feed li[data-alert="{alert.id}"] img.thumb', timeout=5_000)
+                await until(page, f'() => document.querySelector(\'#feed li[data-alert="{alert.id}"] img.thumb\')?.naturalWidth > 0')
+            await page.click(f'#feed li[data-alert="{alerts[1].id}"]')
+            await page.wait_for_selector(f'#chart svg[data-track="{alerts[1].track}"] path.me', timeout=10_000)
+            assert problems == []
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{door.url}/console/api/streams", headers=AUTH) as resp:
+                    workers = {s["name"]: s["worker"] for s in (await resp.json())["streams"]}
+                assert workers == {"left": 0, "right": 1}
+                async with http.get(f"{door.url}/console/api/streams") as resp:
+                    assert resp.status == 401  # the front door checks the token itself
+            await context.close()
+        finally:
+            await door.close()

@@ -41,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamguard.config import HttpConfig, parse_bind
 from streamguard.errors import ConfigError
+from streamguard.server import console
+from streamguard.server.console_front import ConsoleFront
 from streamguard.server.middleware import Middleware, bearer_auth, cors, errors
 
 log = logging.getLogger(__name__)
@@ -224,8 +226,9 @@ class FrontDoor:
         middlewares: list[Middleware] = [cors(self.cfg.cors_origins)] if self.cfg.cors_origins else []
         middlewares.append(errors)
         if self.cfg.token:
-            middlewares.append(bearer_auth(self.cfg.token))
+            middlewares.append(console.public_assets(bearer_auth(self.cfg.token)))
         app = web.Application(middlewares=middlewares, client_max_size=self.cfg.max_body_bytes)
+        ConsoleFront(self).add_routes(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/streams", self.list_streams)

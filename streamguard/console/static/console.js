@@ -267,7 +267,11 @@ function handleMessage(text) {
   }
   if (!data) return;
   const payload = JSON.parse(data);
-  if (event === "backlog") { for (const item of payload.slice().reverse()) showAlert(item); }
+  if (event === "backlog") {  // through the front door, one per worker: keep the list newest first
+    for (const item of payload.slice().reverse()) showAlert(item);
+    const items = [...$("feed").children].sort((a, b) => Number(b.dataset.opened) - Number(a.dataset.opened));
+    $("feed").append(...items);
+  }
   else if (event === "alert") showAlert(payload);
   else if (event === "stream") {
     const card = cards.get(payload.stream);
@@ -279,6 +283,7 @@ function showAlert(item) {
   let entry = alerts.get(item.id);
   if (!entry) {
     const li = node("li", { "data-alert": item.id, "data-stream": item.stream, "data-track": String(item.track),
+                            "data-opened": String(item.opened),
                             tabIndex: 0, title: "open the score chart" });
     li.addEventListener("click", () => openDetail(item.stream, item.track));
     li.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(item.stream, item.track); });
