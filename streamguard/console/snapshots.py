@@ -4,8 +4,8 @@ Pictures cost nothing when nobody watches: a stream's worker keeps no frame for 
 until a viewer asks for its picture (`picture` puts a tap on the worker, the pipeline's
 `StreamWorker.observer`); the tap holds only a reference to the newest frame and its
 faces. The picture is drawn on request, at most once per `snapshot_interval_s` per
-stream however many viewers ask (they share the cached JPEG), in a thread, off the
-event loop. A stream nobody asked about for `watch_idle_s` loses its tap (the reaper
+stream however many viewers ask (they share the cached JPEG), and never twice for the
+same frame, in a thread, off the event loop. A stream nobody asked about for `watch_idle_s` loses its tap (the reaper
 task, owned here, started and closed with the server).
 """
 
@@ -36,6 +36,7 @@ class Picture:
     faces: int
     drawn_at: float  # monotonic
     frame_ts: float  # unix seconds the frame arrived
+    frame: Frame  # what was drawn: the same frame again is not drawn again
 
 
 class Tap:
@@ -117,7 +118,7 @@ class Snapshots:
         tap = tapped[1]
         tap.asked = time.monotonic()
         cached = self._cache.get(name)
-        if cached is not None and tap.asked - cached.drawn_at < self.cfg.snapshot_interval_s:
+        if cached is not None and (tap.asked - cached.drawn_at < self.cfg.snapshot_interval_s or cached.frame is tap.frame):
             return cached
         if name not in self._drawing:  # viewers asking at once share one drawing
             self._drawing[name] = asyncio.ensure_future(self._draw(name, worker, tap))
@@ -139,7 +140,7 @@ class Snapshots:
         )
         metrics.CONSOLE_SNAPSHOTS.inc()
         metrics.CONSOLE_SNAPSHOT_CPU.observe(cpu)
-        picture = Picture(jpeg, len(faces), time.monotonic(), frame.wall_ts)
+        picture = Picture(jpeg, len(faces), time.monotonic(), frame.wall_ts, frame)
         self._cache[name] = picture
         return picture
 
