@@ -118,7 +118,7 @@ async def test_console_in_a_browser(browser, rtsp_server, redis_server, tmp_path
         assert await page.text_content("#manage-error") == "409: stream lobby already exists"
         await page.click('.card[data-stream="lobby"] .remove')
         await page.wait_for_selector('.card[data-stream="lobby"]', state="detached", timeout=10_000)
-        assert "lobby" not in live.pipeline.workers
+        assert "lobby" not in live.pipeline.workers and await page.text_content("#stream-count") == "(1)"
 
         # A phone's width: one column, nothing wider than the screen.
         await page.set_viewport_size({"width": 390, "height": 844})

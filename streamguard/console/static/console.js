@@ -116,8 +116,12 @@ function showStreams(list) {
     updateCard(card, s);
   }
   for (const name of [...cards.keys()]) if (!seen.has(name)) dropCard(name);
-  $("stream-count").textContent = `(${list.length})`;
-  $("no-streams").hidden = list.length > 0;
+  countStreams();
+}
+
+function countStreams() {
+  $("stream-count").textContent = `(${cards.size})`;
+  $("no-streams").hidden = cards.size > 0;
 }
 
 function addCard(name) {
@@ -146,6 +150,7 @@ function dropCard(name) {
   card.el.remove();
   if (card.url) URL.revokeObjectURL(card.url);
   cards.delete(name);
+  countStreams();
 }
 
 function updateCard(card, s) {
