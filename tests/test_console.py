@@ -21,8 +21,10 @@ import pytest
 
 from streamguard import metrics
 from streamguard.config import ConsoleConfig, HttpConfig
+from streamguard.console import ConsoleHub
 from streamguard.console.feed import Feed
 from streamguard.console.history import ScoreHistory
+from streamguard.events import EventV1, ModelInfo
 from streamguard.server.front_door import FrontDoor
 from tests.harness import live_config, live_pipeline, wait_until
 
@@ -127,6 +129,12 @@ async def test_console_in_a_browser(browser, rtsp_server, redis_server, tmp_path
         await page.screenshot(path=tmp_path / "console-phone.png", full_page=True)
         _keep(tmp_path / "console-phone.png")
 
+        # Removing the stream clears its open alerts: the feed says so, and why.
+        await page.click('.card[data-stream="cam"] .remove')
+        cleared = page.locator(f'#feed li.cleared[data-alert="{alert.id}"] .why')
+        await cleared.wait_for(timeout=10_000)
+        assert "cleared after" in await cleared.text_content() and "stopped" in await cleared.text_content()
+
         unexpected = [p for p in problems if EXPECTED_409 not in p]
         assert unexpected == [], unexpected
         assert sum(EXPECTED_409 in p for p in problems) == 1
@@ -204,6 +212,44 @@ async def test_a_slow_viewer_loses_the_oldest_and_blocks_nobody():
     waiting = asyncio.create_task(quick.get(10))
     feed.close()  # the server stops: a waiting viewer is woken at once
     assert await asyncio.wait_for(waiting, 1) is None and feed.closed
+
+
+def test_the_hub_follows_an_alert_from_open_to_clear_and_never_fails_the_sink():
+    class Sink:
+        def __init__(self) -> None:
+            self.events: list = []
+
+        def publish(self, event, attachments=None) -> None:
+            self.events.append(event)
+
+        def publish_scores(self, scores) -> None:
+            self.events.append(scores)
+
+    hub = ConsoleHub(ConsoleConfig(recent_alerts=2))
+    sink = Sink()
+    tee = hub.tee(sink)
+    viewer = hub.feed.join()
+    model = ModelInfo(name="m", digest="d", trained=False)
+
+    def event(kind: str, alert_id: str, ts: float, score: float, reason: str) -> EventV1:
+        return EventV1(type=kind, id=alert_id, stream="cam", track=3, score=score, threshold=0.5, window_s=2, samples=5,
+                       ts=ts, pts=ts, box=(0, 0, 0.1, 0.1), model=model, reason=reason)
+
+    tee.publish(event("alert", "a1", 100.0, 0.8, "threshold"), {"streamguard:thumb:a1:face": b"jpeg", "x:a1:frame": b"f"})
+    tee.publish(event("clear", "a1", 130.0, 0.3, "below_threshold"))
+    assert [e.type for e in sink.events] == ["alert", "clear"]
+    view = hub.recent()[0]
+    assert (view["opened"], view["cleared"], view["reason"], view["face"]) == (100.0, 130.0, "below_threshold", True)
+    assert hub.faces["a1"] == b"jpeg" and viewer._items[-1]["type"] == "clear"
+    assert hub.chart("cam")["identities"]["3"]["alerts"] == [
+        {"id": "a1", "opened": 100.0, "cleared": 130.0, "reason": "below_threshold"}]
+    for n in (2, 3):  # two more alerts: only the last two are kept, faces too
+        tee.publish(event("alert", f"a{n}", 200.0 + n, 0.9, "threshold"), {f"p:a{n}:face": b"j"})
+    assert [v["id"] for v in hub.recent()] == ["a3", "a2"] and set(hub.faces) == {"a2", "a3"}
+
+    hub.on_event = None  # a broken console: the sink still gets every event
+    tee.publish(event("alert", "a4", 300.0, 0.9, "threshold"))
+    assert sink.events[-1].id == "a4"
 
 
 def test_score_history_is_bounded():

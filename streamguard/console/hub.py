@@ -115,6 +115,8 @@ class ConsoleHub:
             },
         }
 
-    def forget(self, stream: str) -> None:
-        self.history.forget(stream)
-        self.latency.pop(stream, None)
+    def forget_gone(self, streams: set[str]) -> None:
+        """Drop what is kept about streams no longer in `streams` (removed through the API)."""
+        for gone in (set(self.history.thresholds) | set(self.latency)) - streams:
+            self.history.forget(gone)
+            self.latency.pop(gone, None)

@@ -148,6 +148,7 @@ async def streams(request: web.Request) -> web.Response:
     workers = request.app[api.CONTROL].pipeline.workers
     for gone in set(rates) - set(workers):
         del rates[gone]
+    hub.forget_gone(set(workers))
     now = time.time()
     out: list[dict[str, Any]] = []
     for worker in workers.values():

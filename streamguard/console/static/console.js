@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const KEY = "streamguard.token";
 const PICTURE_MS = 1000, STREAMS_MS = 2000, CHART_MS = 2000, FEED_RETRY_MS = 2000, MAX_ALERTS = 200;
 const WHY = { below_threshold: "score fell below the threshold", track_ended: "the face left the picture",
-              stream_ended: "the stream ended", shutdown: "streamguard stopped" };
+              stream_ended: "the stream ended", shutdown: "the stream was stopped (removed, or streamguard stopped)" };
 
 let token = sessionStorage.getItem(KEY) || "";
 const cards = new Map();   // stream name -> {el, stopped}
