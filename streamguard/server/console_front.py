@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ REJOIN_S = 1.0  # a worker's feed that ended (restart) is asked for again this o
 MERGED_QUEUE = 1024  # feed events waiting for one page; a slower page loses the oldest
 PASSED = ("Content-Type", "X-Streamguard-Faces", "X-Streamguard-Frame-Age")
 TIMEOUT = aiohttp.ClientTimeout(total=10.0)
+HOLDINGS_S = 2.0  # which worker holds which stream, remembered this long (a stream that moved: 404 for a moment)
 
 
 class ConsoleFront:
@@ -42,6 +44,7 @@ class ConsoleFront:
         self.auth = {"Authorization": f"Bearer {front.cfg.token}"} if front.cfg.token else {}
         self._http: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
+        self._holdings: tuple[float, dict[int, set[str]]] = (float("-inf"), {})
         self.dropped = Counter("streamguard_console_front_feed_dropped", "Feed events a slow console page lost at the front door",
                                registry=front.registry)
 
@@ -102,16 +105,26 @@ class ConsoleFront:
     async def to_owner(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         path = f"/console/api/streams/{urllib.parse.quote(name, safe='')}"
-        holders = {i: {s["name"] for s in json.loads(body)["streams"]}
-                   for i, (status, _, body) in (await self._each("/streams")).items() if status == 200}
-        owner = next((self.front.workers[i] for i in sorted(holders) if name in holders[i]), None)
+        owner = await self._owner(name)
         if owner is None:
             raise web.HTTPNotFound(text=f"no stream named {name}")
+        if owner.url is None:
+            raise web.HTTPServiceUnavailable(text=f"worker {owner.index}, which holds {name}, is restarting")
         try:
             status, headers, body = await self._get(owner, f"{path}/{request.path.rsplit('/', 1)[1]}")
         except (aiohttp.ClientError, TimeoutError) as err:
             raise web.HTTPBadGateway(text=f"worker {owner.index} did not answer: {err}") from None
         return web.Response(status=status, body=body if status != 204 else None, headers=headers)
+
+    async def _owner(self, name: str) -> WorkerLink | None:
+        """The worker holding `name`, from the workers' stream lists asked at most once per HOLDINGS_S (pictures of
+        16 streams at 1/s would otherwise ask every worker 16 times a second)."""
+        now = time.monotonic()
+        if now - self._holdings[0] > HOLDINGS_S or not any(name in names for names in self._holdings[1].values()):
+            self._holdings = (now, {i: {s["name"] for s in json.loads(body)["streams"]}
+                                    for i, (status, _, body) in (await self._each("/streams")).items() if status == 200})
+        holders = self._holdings[1]
+        return next((self.front.workers[i] for i in sorted(holders) if name in holders[i]), None)
 
     async def face(self, request: web.Request) -> web.Response:
         path = f"/console/api/alerts/{urllib.parse.quote(request.match_info['id'], safe='')}/face.jpg"
