@@ -105,7 +105,7 @@ class StreamWorker:
         self.batcher = batcher
         self.sink = sink
         self.on_sample = on_sample
-        self.observer: FrameObserver | None = None  # set and unset by whoever watches (server/console.py)
+        self.observer: FrameObserver | None = None  # set and unset by whoever watches (console/snapshots.py)
         self.queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
         factory = source_factory or functools.partial(open_source, webrtc=cfg.webrtc)
         self.source = factory(stream, cfg.ingest, self.queue)

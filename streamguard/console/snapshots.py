@@ -36,7 +36,8 @@ class Picture:
     faces: int
     drawn_at: float  # monotonic
     frame_ts: float  # unix seconds the frame arrived
-    frame: Frame  # what was drawn: the same frame again is not drawn again
+    frame: Frame  # what was drawn: the same frame with the same faces is not drawn again
+    faces_drawn: list[Face]
 
 
 class Tap:
@@ -118,7 +119,10 @@ class Snapshots:
         tap = tapped[1]
         tap.asked = time.monotonic()
         cached = self._cache.get(name)
-        if cached is not None and (tap.asked - cached.drawn_at < self.cfg.snapshot_interval_s or cached.frame is tap.frame):
+        if cached is not None and (
+            tap.asked - cached.drawn_at < self.cfg.snapshot_interval_s
+            or (cached.frame is tap.frame and cached.faces_drawn is tap.faces)
+        ):
             return cached
         if name not in self._drawing:  # viewers asking at once share one drawing
             self._drawing[name] = asyncio.ensure_future(self._draw(name, worker, tap))
@@ -140,7 +144,7 @@ class Snapshots:
         )
         metrics.CONSOLE_SNAPSHOTS.inc()
         metrics.CONSOLE_SNAPSHOT_CPU.observe(cpu)
-        picture = Picture(jpeg, len(faces), time.monotonic(), frame.wall_ts, frame)
+        picture = Picture(jpeg, len(faces), time.monotonic(), frame.wall_ts, frame, faces)
         self._cache[name] = picture
         return picture
 
