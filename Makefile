@@ -2,9 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: redis-server and GStreamer's RTSP server (tests serve real RTSP with it).
+# Debian packages: redis-server, GStreamer's RTSP server (tests serve real RTSP with it) and
+# chromium (the console's tests drive it with Playwright, tests/test_console.py).
 APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly chromium
 PYTEST_ARGS ?=
 
 .PHONY: gpu-site setup system-packages demo test test-unit test-e2e bench bench-overload bench-soak gpu-wheels clean
@@ -31,8 +32,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were pulled in"; exit 1; fi
 	@touch $@
 
+# Prints the console's address (http://127.0.0.1:8080/#token=...) and runs until Ctrl-C;
+# DEMO_ARGS adds options, e.g. DEMO_ARGS="--duration 120" or "--http 127.0.0.1:9000".
+DEMO_ARGS ?=
 demo: setup
-	$(BIN)/streamguard demo
+	$(BIN)/streamguard demo $(DEMO_ARGS)
 
 # One run, reported per folder: tests/unit (in-process, no server) and tests/e2e (real servers and processes).
 test: setup

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from streamguard.config import Config
+from streamguard.console import ConsoleHub
 from streamguard.inference.contract import Engine
 from streamguard.inference.registry import open_engine
 from streamguard.ingest.hwaccel import require_decoding
@@ -86,8 +87,9 @@ async def running(
     try:
         await sink.start()
         try:
-            pipeline = Pipeline(cfg, engine, sink, on_sample=on_sample)
-            server = HttpServer(cfg, pipeline) if cfg.http.bind else None
+            console = ConsoleHub(cfg.console) if cfg.http.bind and cfg.console.enabled else None  # sees every event
+            pipeline = Pipeline(cfg, engine, console.tee(sink) if console else sink, on_sample=on_sample)
+            server = HttpServer(cfg, pipeline, console) if cfg.http.bind else None
             app = App(cfg, engine, sink, pipeline, server)
             await pipeline.start()
             try:

@@ -12,8 +12,10 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import signal
 import sys
+import urllib.parse
 from importlib.metadata import entry_points
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +41,9 @@ log = logging.getLogger("streamguard")
 COMMAND_MODULES: tuple[str, ...] = ("streamguard.report.commands", "streamguard.redis.commands", "streamguard.inference.commands")
 # Installed packages add subcommands the same way through this entry point group (the lab's `bench`).
 COMMAND_ENTRY_POINTS = "streamguard.commands"
-DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / "two_faces.mp4"
+DEMO_SECONDS = 60.0  # long enough to open the console and watch the faces alert
+DEMO_VIDEO = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamguard" / f"two_faces_{DEMO_SECONDS:.0f}s.mp4"
+DEMO_HTTP = "127.0.0.1:8080"
 
 
 def _check_duration(args: argparse.Namespace) -> None:
@@ -47,9 +51,10 @@ def _check_duration(args: argparse.Namespace) -> None:
         raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
 
 
-async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], None] | None = None) -> int:
+async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], None] | None = None,
+                on_ready: Callable[[str], None] | None = None) -> int:
     """Run the pipeline into Redis until stopped, `duration` passes or (without --http) every stream ends;
-    return the exit code."""
+    return the exit code. `on_ready` gets the HTTP server's URL once it listens."""
     from streamguard.app import running
     from streamguard.redact import redact_url
     from streamguard.redis.embedded import EmbeddedRedis
@@ -83,6 +88,8 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
         async with running(cfg, sink) as app:
             if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
                 _write_whole(Path(ready), app.server.url if app.server else "")
+            if on_ready is not None and app.server is not None:
+                on_ready(app.server.url)
             # With the API on, streams come and go: keep running with none until stopped.
             await app.pipeline.wait(stop, duration, until_idle=app.server is None)
         if subscriber:
@@ -151,8 +158,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         video = DEMO_VIDEO
         if not video.is_file():
             log.info("generating the sample video (two real faces, H.264) at %s", video)
-            make_two_face_video(video, seconds=20.0)
+            make_two_face_video(video, seconds=DEMO_SECONDS)
     cfg.ingest.realtime = True
+    if cfg.http.bind is None:
+        cfg.http.bind = DEMO_HTTP  # the console; loopback only
+    if cfg.http.token is None:
+        cfg.http.token = secrets.token_urlsafe(16)  # the URL printed below carries it, in its fragment
     cfg = cfg.model_copy(update={"streams": [StreamConfig(name="demo", url=str(video))]})
     check_sources(cfg, cfg.streams)
     if untrained:
@@ -163,7 +174,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(f"playing {video} as a live stream; alerts from Redis channel {cfg.redis.channel}:", flush=True)
-    return asyncio.run(serve(cfg, args.duration, on_event=lambda e: print(format_event(e), flush=True)))
+    token = cfg.http.token
+
+    def console_ready(url: str) -> None:
+        # The token rides in the fragment, which the browser never sends: the page keeps it for the tab.
+        print(f"\nconsole: {url}/#token={urllib.parse.quote(token or '')}\n(open it in a browser on this machine; "
+              f"Ctrl-C{'' if args.duration is None else ' or --duration'} stops the demo)\n", flush=True)
+
+    return asyncio.run(serve(cfg, args.duration, on_event=lambda e: print(format_event(e), flush=True),
+                             on_ready=console_ready))
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -180,7 +199,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="embedded Redis + a generated two-face video played live; prints alerts")
+    demo = sub.add_parser("demo", help="embedded Redis + a generated two-face video played live; prints alerts and "
+                          f"the console's address (--http, default {DEMO_HTTP})")
     demo.add_argument("--video", type=Path, help="play this file instead of the generated sample")
     add_pipeline_options(demo)
     demo.set_defaults(func=cmd_demo)

@@ -357,6 +357,25 @@ class RedisConfig(_Section):
     thumbnail_frame_width: int = Field(320, ge=32, le=4096, description="Width of the frame thumbnail in pixels")
 
 
+class ConsoleConfig(_Section):
+    """The live console at / (server/console.py): what it keeps and how much it may cost."""
+
+    enabled: bool = Field(True, description="Serve the console at / with --http (it needs the same token as the API)")
+    snapshot_interval_s: float = Field(
+        0.5, ge=0.1, le=10.0, description="A stream's picture is drawn at most this often, however many viewers ask"
+    )
+    snapshot_width: int = Field(640, ge=160, le=1920, description="Width of a stream's picture in pixels")
+    jpeg_quality: int = Field(70, ge=30, le=95, description="JPEG quality of the pictures")
+    watch_idle_s: float = Field(
+        10.0, ge=1.0, le=600.0, description="A stream's latest frame is kept only until no viewer asked for it this long"
+    )
+    feed_queue: int = Field(256, ge=1, le=100_000, description="Feed events held per viewer; a slower viewer loses the oldest")
+    max_viewers: int = Field(32, ge=1, le=1000, description="Pages connected to the alert feed at once; more get 503")
+    recent_alerts: int = Field(200, ge=1, le=100_000, description="Alerts (and their face thumbnails) kept for pages that open later")
+    history_s: float = Field(300.0, ge=10.0, le=3600.0, description="Seconds of window scores kept per identity for the charts")
+    history_identities: int = Field(512, ge=1, le=100_000, description="Identities whose scores are kept; the least recent go first")
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -370,6 +389,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @field_validator("streams")
     @classmethod

@@ -81,3 +81,21 @@ def forget_stream(name: str) -> None:
             metric.remove(name)
         except KeyError:  # the stream never reached the stage that sets it
             pass
+
+# console (server/console.py): the live page's feed queues and the pictures it asks for
+CONSOLE_VIEWERS = Gauge("streamguard_console_viewers", "Console pages connected to the alert feed", registry=REGISTRY)
+CONSOLE_FEED_QUEUE_DEPTH = Gauge(
+    "streamguard_console_feed_queue_depth", "Feed events waiting to be sent, all viewers together", registry=REGISTRY
+)
+CONSOLE_FEED_DROPPED = Counter(
+    "streamguard_console_feed_dropped", "Feed events a slow viewer lost (its queue was full: the oldest went)", registry=REGISTRY
+)
+CONSOLE_SNAPSHOTS = Counter(
+    "streamguard_console_snapshots_rendered", "Stream pictures drawn for console viewers (cached ones not counted)",
+    registry=REGISTRY,
+)
+CONSOLE_WATCHED = Gauge("streamguard_console_watched_streams", "Streams whose latest frame is kept for a viewer", registry=REGISTRY)
+CONSOLE_SNAPSHOT_CPU = Histogram(
+    "streamguard_console_snapshot_cpu_seconds", "CPU seconds to draw and encode one stream picture",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), registry=REGISTRY,
+)

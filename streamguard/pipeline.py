@@ -68,6 +68,8 @@ class Source(Protocol):
 
 SourceFactory = Callable[[StreamConfig, IngestConfig, LatestQueue[Frame]], Source]
 SampleHook = Callable[[Sample], None]
+# Sees each analysed frame with its tracked faces (the console, only while someone watches the stream).
+FrameObserver = Callable[[Frame, list[Face]], None]
 
 
 @dataclass
@@ -100,6 +102,7 @@ class StreamWorker:
         self.batcher = batcher
         self.sink = sink
         self.on_sample = on_sample
+        self.observer: FrameObserver | None = None  # set and unset by whoever watches (console/snapshots.py)
         self.queue: LatestQueue[Frame] = LatestQueue(cfg.ingest.queue_size)
         factory = source_factory or functools.partial(open_source, webrtc=cfg.webrtc)
         self.source = factory(stream, cfg.ingest, self.queue)
@@ -163,6 +166,8 @@ class StreamWorker:
                 faces, ended = await loop.run_in_executor(executor, stage.track, frame, detections)
                 self.frames_analysed += 1
                 metrics.FRAMES_ANALYSED.labels(self.stream.name).inc()
+                if self.observer is not None:
+                    self.observer(frame, faces)
                 self._emit(self.scorer.end(ended))
                 if not faces:
                     self.batcher.sit_out(member)
@@ -216,6 +221,8 @@ class StreamWorker:
         metrics.SCORE_LATENCY.observe(time.time() - frame.wall_ts)
         final = stage.reidentify(faces, embeddings)  # ids of new faces are final only now
         metrics.REIDENTIFIED.labels(self.stream.name).inc(sum(a.track != b.track for a, b in zip(faces, final)))
+        if self.observer is not None:
+            self.observer(frame, final)  # the ids are final now
         for face, p, emb in zip(final, p_fake, embeddings):
             sample = Sample(face, float(p), emb)
             if self.on_sample is not None:

@@ -48,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamguard.config import HttpConfig, parse_bind
 from streamguard.errors import ConfigError
 from streamguard.server import openapi
+from streamguard.server.console_front import ConsoleFront
 from streamguard.server.exposure import check_exposure, ssl_context
 from streamguard.server.middleware import middlewares
 
@@ -233,6 +234,7 @@ class FrontDoor:
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=middlewares(self.cfg), client_max_size=self.cfg.max_body_bytes)
         openapi.add_routes(app)
+        ConsoleFront(self).add_routes(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/streams", self.list_streams)

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})  # no token needed: probes, and the API's description
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/"})  # no token needed: probes, the API's description, the console page
+CONSOLE_ASSETS = "/console/static/"  # the console page's own files: no data in them (server/console.py)
 WEBRTC_PREFIX = "/whip/"  # the routes a browser page may call cross-origin (when its origin is listed)
 CORS_EXPOSE = "Location, ETag, Link, Accept-Patch"  # WHIP clients read Location from the 201
 CORS_PREFLIGHT = {
@@ -131,12 +132,12 @@ def rate_limit(buckets: TokenBuckets) -> Middleware:
 
 
 def bearer_auth(token: str, public: frozenset[str] = PUBLIC_PATHS) -> Middleware:
-    """Require `Authorization: Bearer <token>` everywhere but `public` paths and preflights."""
+    """Require `Authorization: Bearer <token>` everywhere but `public` paths, the console's assets and preflights."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "OPTIONS" and request.path not in public:
+        if request.method != "OPTIONS" and request.path not in public and not request.path.startswith(CONSOLE_ASSETS):
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 raise web.HTTPUnauthorized(
