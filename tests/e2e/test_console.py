@@ -157,9 +157,10 @@ async def test_console_in_a_browser(browser, rtsp_server, redis_server, tmp_path
             async with http.get(base + path) as resp:
                 assert resp.status == 401, path
 
-        # Same origin only: no CORS header on the console even for a listed origin, no framing, nothing from elsewhere.
+        # Same origin only: another origin's page is refused (middleware.cors) with no CORS header, no framing,
+        # nothing from elsewhere.
         async with http.get(f"{base}/console/api/streams", headers={**AUTH, "Origin": "http://elsewhere.example"}) as resp:
-            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+            assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
         async with http.get(f"{base}/") as resp:
             csp = resp.headers["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
