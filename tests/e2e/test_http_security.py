@@ -237,11 +237,12 @@ def test_token_buckets_refill_at_the_rate_and_forget_full_buckets():
 
 
 async def test_an_api_stream_that_failed_is_forgotten_with_its_metric_series(redis_server, tmp_path):
-    cfg = live_config(serve=True, token=TOKEN, http={"forget_after_s": 1.0})
+    cfg = live_config(serve=True, token=TOKEN, http={"forget_after_s": 1.0}, sources={"api_file_dirs": [str(tmp_path)]})
     async with live_pipeline(redis_server.url, cfg) as live, aiohttp.ClientSession(headers=AUTH) as http:
         base = live.server.url
-        missing = tmp_path / "no-such-file.mp4"  # a file is not retried: the stream fails
-        async with http.post(f"{base}/streams", json={"name": "gone", "url": str(missing)}) as resp:
+        broken = tmp_path / "broken.mp4"  # a file the source policy lets the API open; not a video, and a file
+        broken.write_bytes(b"not a video")  # is not retried: the stream fails
+        async with http.post(f"{base}/streams", json={"name": "gone", "url": str(broken)}) as resp:
             assert resp.status == 201
         await poll(http, f"{base}/streams/gone", lambda s: s.get("state") == "failed", 10)
         async with http.get(f"{base}/metrics") as resp:
