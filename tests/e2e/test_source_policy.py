@@ -518,7 +518,7 @@ def test_non_loopback_refusals_inside_a_network_namespace(tmp_path):
     if not unshare_works():
         pytest.skip("unshare --net (a network namespace) is not permitted here")
     out = tmp_path / "netns.json"
-    code = f"import asyncio, tests.test_source_policy as t; asyncio.run(t._netns_checks({str(out)!r}))"
+    code = f"import asyncio, tests.e2e.test_source_policy as t; asyncio.run(t._netns_checks({str(out)!r}))"
     proc = subprocess.run(["unshare", "--net", "sh", "-c", f'{NETNS_SETUP} && exec "$0" -c "$1"', sys.executable, code],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
