@@ -106,24 +106,34 @@ def own_rtsp_server(sample_video: Path, tmp_path: Path) -> Iterator[RtspServer]:
 # --- reporting ----------------------------------------------------------------
 
 
+_SECONDS_BY_FOLDER: dict[str, float] = {}
+
+
+def _folder(nodeid: str) -> str | None:
+    return nodeid.split("/")[1] if nodeid.startswith("tests/") and nodeid.count("/") > 1 else None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every phase's time (set-up, call, tear-down), per folder, for the summary below."""
+    if (folder := _folder(report.nodeid)) is not None:
+        _SECONDS_BY_FOLDER[folder] = _SECONDS_BY_FOLDER.get(folder, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line per folder (unit/, e2e/): unit tests run in-process with no server, end-to-end
     tests start real servers and processes, so each is read on its own (`make test`)."""
     outcomes: dict[str, dict[str, set[str]]] = {}
-    seconds: dict[str, float] = {}
     for outcome, reports in terminalreporter.stats.items():
         for report in reports:
-            nodeid = getattr(report, "nodeid", "")
-            if not nodeid.startswith("tests/") or outcome not in ("passed", "failed", "skipped", "error"):
+            folder = _folder(getattr(report, "nodeid", ""))
+            if folder is None or outcome not in ("passed", "failed", "skipped", "error"):
                 continue
             if outcome == "passed" and report.when != "call":
                 continue
-            folder = nodeid.split("/")[1]
-            outcomes.setdefault(folder, {}).setdefault(outcome, set()).add(nodeid)
-            seconds[folder] = seconds.get(folder, 0.0) + getattr(report, "duration", 0.0)
+            outcomes.setdefault(folder, {}).setdefault(outcome, set()).add(report.nodeid)
     if not outcomes:
         return
     terminalreporter.section("by folder")
     for folder in sorted(outcomes):
         counts = ", ".join(f"{len(ids)} {outcome}" for outcome, ids in sorted(outcomes[folder].items()))
-        terminalreporter.write_line(f"{folder}: {counts} ({seconds[folder]:.0f} s of test time)")
+        terminalreporter.write_line(f"{folder}: {counts} in {_SECONDS_BY_FOLDER.get(folder, 0.0):.0f} s")
