@@ -1,6 +1,6 @@
 """`streamguard run --ray` on a real Ray cluster: a head and two worker nodes, real RTSP and Redis.
 
-Everything runs inside a network namespace this module makes (tests/cluster_netns.py):
+Everything runs inside a network namespace this module makes (lab/netns.py):
 Ray, redis-server, the RTSP server and the `streamguard run --ray` command. One cluster
 for the whole module (Ray is slow to start); the tests run in order and each leaves the
 cluster with two live shards for the next. The model is the untrained `tiny` at
@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from streamguard.events import EventV1, StreamEventV1, parse_any_event
-from tests.cluster_netns import NetNamespace, unavailable
+from lab.netns import NetNamespace, unavailable
 
 ray = pytest.importorskip("ray")
 

@@ -1,4 +1,4 @@
-"""A network namespace for the cluster tests: loopback plus a veth pair, no route out.
+"""A network namespace for the cluster tests and `bench cluster`: loopback plus a veth pair, no route out.
 
 Why: Ray (2.60) binds and dials this machine's interface address, not loopback, even when
 told 127.0.0.1; inside a namespace of our own with no other interface it uses 127.0.0.1
