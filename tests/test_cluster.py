@@ -115,8 +115,7 @@ def assert_ordered(events: list[EventV1 | StreamEventV1]) -> None:
 
 @pytest.fixture(scope="module")
 def scene(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    from ray.cluster_utils import Cluster
-
+    from lab.raycluster import start_cluster
     from lab.servers.rtsp import RtspServer
     from streamguard.redis.embedded import EmbeddedRedis, find_redis_server
 
@@ -130,13 +129,8 @@ def scene(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         rtsp = RtspServer({"cam1": sample_video, "cam2": sample_video}, folder)
         rtsp.start()
         stack.append(rtsp.stop)
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "gcs_server_port": GCS_PORT, "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
-        })
+        cluster, _ = start_cluster(GCS_PORT, workers=2)
         stack.append(cluster.shutdown)
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, namespace=NAMESPACE)
         stack.append(ray.shutdown)
         config = folder / "cluster.yaml"
@@ -147,6 +141,7 @@ def scene(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "ingest": {"analysis_fps": 2},
             "cluster": {"shards": 2, "shard_cpus": 1, "lease_s": LEASE_S, "key_prefix": PREFIX, "namespace": NAMESPACE},
             "http": {"token": TOKEN},
+            "webrtc": {"host_interfaces": False, "additional_hosts": ["127.0.0.1"]},
             "streams": [{"name": "a", "url": rtsp.url("cam1")}, {"name": "b", "url": rtsp.url("cam2")}],
         }))
         log = folder / "driver.log"
@@ -197,6 +192,37 @@ def test_streams_run_on_both_shards_behind_one_front_door(scene: Scene):
     assert scene.http("GET", "/streams/c")[0] == 404
     assert scene.http("DELETE", "/streams/c")[0] == 404
     assert "c" not in scene.call("assignments")
+    assert_ordered(scene.events())
+
+
+async def test_a_whip_publisher_through_the_front_door_is_owned_and_fenced_like_any_stream(scene: Scene):
+    import aiohttp
+
+    from streamguard.config import WebRTCConfig
+    from streamguard.ingest import ice
+    from tests.harness import LOOPBACK_WEBRTC
+    from tests.test_webrtc import make_offer, whip_publish
+
+    ice.configure(WebRTCConfig(**LOOPBACK_WEBRTC))  # our publisher on 127.0.0.1 only, like the shards (the config)
+    pc = await make_offer()
+    base = f"http://{FRONT}"
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            location, _ = await whip_publish(http, base, "call", pc)
+            owner = scene.call("assignments")["call"]
+            assert owner["epoch"] >= 1 and owner["shard"].startswith("streamguard-shard-")
+            wait_until(lambda: scene.http("GET", "/streams/call")[1].get("state") == "live", 60, "the WHIP stream live", scene.log)
+            async with http.post(f"{base}/streams", json={"name": "call", "url": "rtsp://x/y"}) as resp:
+                assert resp.status == 409  # one name, whichever way it came
+            async with http.delete(base + location) as resp:
+                assert resp.status == 200
+            async with http.delete(base + location) as resp:  # its session is gone: told how to publish again
+                assert resp.status == 404 and "POST /whip/call" in (await resp.json())["error"]
+            assert "call" not in scene.call("assignments")  # its claim ended with it
+    finally:
+        await pc.close()
+    events = [e for e in scene.events() if e.stream == "call"]
+    assert events and all(e.epoch == owner["epoch"] for e in events)  # stamped with its claim's epoch, not refused
     assert_ordered(scene.events())
 
 

@@ -103,9 +103,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, video: Path) -> dict[str, Any]:
     import ray
     import redis
-    from ray.cluster_utils import Cluster
-
     from lab.netns import NetNamespace
+    from lab.raycluster import start_cluster
     from lab.servers.rtsp import RtspServer
     from streamguard.events import StreamEventV1, parse_any_event
     from streamguard.redis.embedded import EmbeddedRedis, find_redis_server
@@ -143,11 +142,8 @@ def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, vide
             stop(proc)
 
         # --- run --ray: a head (no CPUs) and NODES worker nodes of one CPU, one shard each
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "gcs_server_port": GCS_PORT, "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4}})
+        cluster, workers = start_cluster(GCS_PORT, workers=nodes)
         undo.append(cluster.shutdown)
-        workers = [cluster.add_node(num_cpus=1) for _ in range(nodes)]
         ray.init(address=cluster.address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
         undo.append(ray.shutdown)
         front = "127.0.0.1:18182"

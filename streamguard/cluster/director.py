@@ -144,7 +144,7 @@ class Director:
                 ready, _ = ray.wait([slot.ready_ref], timeout=0)
                 if ready:
                     try:
-                        slot.info = ray.get(slot.ready_ref)
+                        slot.info = await slot.ready_ref
                     except Exception:  # noqa: BLE001 - it died while starting: the run call says so next tick
                         pass
         async with self._locked():
@@ -221,10 +221,10 @@ class Director:
         await self._ensure()
         assert self._client is not None
         async with self._locked():
-            if await self._client.hexists(self.keys.specs, name):
-                if not whip:
-                    owner = await self._client.hget(self.keys.owners, name)
-                    return 409, f"stream {name} already exists (on shard {owner})"
+            existing = await self._client.hget(self.keys.specs, name)
+            if existing is not None and not (whip and json.loads(existing).get("whip")):  # a WHIP publisher may replace one
+                owner = await self._client.hget(self.keys.owners, name)
+                return 409, f"stream {name} already exists (on shard {owner})"
             live = await self._live()
             if not live:
                 return 503, "no shard is running (they are starting or being replaced); try again shortly"

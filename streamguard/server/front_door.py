@@ -254,7 +254,7 @@ class FrontDoor:
         app.router.add_get("/streams/{name}", self.to_owner)
         app.router.add_delete("/streams/{name}", self.delete_stream)
         app.router.add_post("/whip/{stream}", self.publish)
-        app.router.add_delete("/whip/{stream}/{session}", self.to_owner)
+        app.router.add_delete("/whip/{stream}/{session}", self.end_whip)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -283,6 +283,12 @@ class FrontDoor:
 
     async def to_owner(self, request: web.Request) -> web.Response:
         return await self._forward(request, self._owner(await self._holdings(), stream_name(request)))
+
+    async def end_whip(self, request: web.Request) -> web.Response:
+        response = await self.to_owner(request)
+        if self.placement is not None and response.status == 200:  # the claim ends with the session
+            await self.placement.remove(request.match_info["stream"])
+        return response
 
     async def add_stream(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -330,6 +336,7 @@ class FrontDoor:
 
 
 def _answer(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
-    """A placement's answer as a response: JSON when it is JSON (a stream's status), else plain text."""
-    kind = "application/json" if text.startswith(("{", "[")) else "text/plain"
-    return web.Response(status=status, text=text, content_type=kind, headers=headers)
+    """A placement's answer as a response: its JSON (a stream's status, a shard's error) as is, else {"error": text}."""
+    if not text.startswith(("{", "[")):
+        text = json.dumps({"error": text} if status >= 400 else {"detail": text})
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
