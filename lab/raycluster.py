@@ -22,19 +22,44 @@ def start_cluster(gcs_port: int, workers: int, cpus_per_worker: int = 1) -> tupl
     """(the Cluster, its worker nodes); `cluster.shutdown()` ends it."""
     from ray.cluster_utils import Cluster
 
-    before = ADDRESS_FILE.read_text() if ADDRESS_FILE.is_file() else None
+    before = _address()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "gcs_server_port": gcs_port, "include_dashboard": False,
         "temp_dir": tempfile.mkdtemp(prefix="sgray-"),
         "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
     })
+    cluster._streamguard_address_before = before
     try:
-        if before is None:
-            ADDRESS_FILE.unlink(missing_ok=True)
-        else:
-            ADDRESS_FILE.write_text(before)
+        _restore(before)
         nodes = [cluster.add_node(num_cpus=cpus_per_worker) for _ in range(workers)]
     except BaseException:
         cluster.shutdown()
         raise
     return cluster, nodes
+
+
+def stop_cluster(cluster: Any) -> None:
+    """Shut it down, and leave the machine-wide address file as it was before (shutdown removes it)."""
+    before = getattr(cluster, "_streamguard_address_before", None)
+    try:
+        cluster.shutdown()
+    finally:
+        _restore(before)
+
+
+def _address() -> str | None:
+    try:
+        return ADDRESS_FILE.read_text()
+    except OSError:
+        return None
+
+
+def _restore(content: str | None) -> None:
+    """Put back what the address file held (nothing: remove it)."""
+    try:
+        if content is None:
+            ADDRESS_FILE.unlink(missing_ok=True)
+        else:
+            ADDRESS_FILE.write_text(content)
+    except OSError:
+        pass

@@ -104,7 +104,7 @@ def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, vide
     import ray
     import redis
     from lab.netns import NetNamespace
-    from lab.raycluster import start_cluster
+    from lab.raycluster import start_cluster, stop_cluster
     from lab.servers.rtsp import RtspServer
     from streamguard.events import StreamEventV1, parse_any_event
     from streamguard.redis.embedded import EmbeddedRedis, find_redis_server
@@ -143,7 +143,7 @@ def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, vide
 
         # --- run --ray: a head (no CPUs) and NODES worker nodes of one CPU, one shard each
         cluster, workers = start_cluster(GCS_PORT, workers=nodes)
-        undo.append(cluster.shutdown)
+        undo.append(lambda: stop_cluster(cluster))
         ray.init(address=cluster.address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
         undo.append(ray.shutdown)
         front = "127.0.0.1:18182"
