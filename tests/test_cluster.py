@@ -96,6 +96,13 @@ class Scene:
         return [s for s in self.call("shards") if s["live"]]
 
 
+def test_run_ray_without_a_shared_redis_is_one_clear_error():
+    proc = subprocess.run([STREAMGUARD, "run", "--ray", "127.0.0.1:1", "--stream", "a=x.mp4"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "--ray needs --redis-url" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def assert_ordered(events: list[EventV1 | StreamEventV1]) -> None:
     """Per stream, (epoch, seq) rises strictly in the Stream's order; each alert id: one alert, updates, at most one clear, last."""
     last: dict[str, tuple[int, int]] = {}
@@ -237,8 +244,8 @@ def test_a_killed_director_comes_back_with_the_same_assignments(scene: Scene):
     assert again["failovers"] == 0  # a new life: nothing in memory, yet
     assert scene.call("assignments") == before  # read back from Redis: nobody moved
     assert len(scene.live_shards()) == 2  # found again by name, their leases fresh
-    wait_until(lambda: all(s["url"] and s["node"] for s in scene.live_shards()), 30, "the shards' addresses known again")
-    assert scene.http("GET", "/healthz")[0] == 200
+    assert all(s["url"] and s["node"] for s in scene.live_shards())  # asked again at the restart
+    wait_until(lambda: scene.http("GET", "/healthz")[0] == 200, 10, "the front door healthy")
 
 
 def _answer(scene: Scene, method: str) -> Any:

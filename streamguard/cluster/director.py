@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DIRECTOR_NAME = "streamguard-director"
 TICK_S = 0.25  # how often the director looks at shards and leases
+FOUND_READY_S = 2.0  # after our restart, how long a shard found again may take to say where it listens
 CALL_TIMEOUT_S = 60.0  # a shard adopting a stream (opening its source is retried in the background) or dropping one
 
 
@@ -97,7 +98,11 @@ class Director:
             if handle is None:
                 await self._create(index)
             else:
-                self.slots[index] = Slot(index, actor, handle, handle.run.remote(), handle.ready.remote())
+                slot = self.slots[index] = Slot(index, actor, handle, handle.run.remote(), handle.ready.remote())
+                try:  # a running shard answers at once: the front door keeps its address through our restart
+                    slot.info = await asyncio.wait_for(_await(slot.ready_ref), FOUND_READY_S)
+                except Exception:  # noqa: BLE001 - stopped, dying or still starting: the watch finds out
+                    pass
                 log.info("slot %d: found shard %s again", index, actor)
         self._watch = asyncio.create_task(self._watch_forever(), name="director-watch")
 

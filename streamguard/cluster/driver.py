@@ -125,6 +125,8 @@ async def run_on_ray(cfg: Config, address: str, duration: float | None) -> int:
 
     from streamguard.server.front_door import FrontDoor
 
+    if cfg.redis.url is None:  # before connecting: a config error needs no cluster
+        check_cluster_config(cfg, "127.0.0.1")
     runtime_env = connect(address, cfg.cluster.namespace)
     try:
         check_cluster_config(cfg, ray.util.get_node_ip_address())
