@@ -107,3 +107,27 @@ async def test_without_a_fence_events_carry_no_epoch(fresh_redis):
     finally:
         await sink.close()
         await client.aclose()
+
+
+async def test_an_event_sent_again_is_written_once(fresh_redis):
+    # A lost connection mid-batch makes the sink send the batch again (nobody knows what ran): the script
+    # remembers the (epoch, seq) it wrote last per stream and writes nothing twice.
+    cfg = RedisConfig(url=fresh_redis.url)
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    fence = Fence(KEYS)
+    sink = RedisSink(cfg, fresh_redis.url, fence)
+    await sink.start()
+    try:
+        fence.own("s", await assign(client, "s", "shard-a"))
+        sink.publish(event("alert", "v"))
+        assert await sink.flush(10)
+        payload = (await client.xrange(cfg.stream_key))[0][1][b"event"]
+        again = await client.evalsha(fence.sha, 6, KEYS.epochs, KEYS.owners, cfg.stream_key, KEYS.open_alerts("s"), KEYS.fenced,
+                                     KEYS.written, "s", 1, cfg.channel, payload, cfg.maxlen, "alert", "v", 1)
+        assert again == 2 and await client.xlen(cfg.stream_key) == 1
+        sink.publish(event("update", "v"))  # the next one goes through
+        assert await sink.flush(10)
+        assert await stored(client, cfg.stream_key) == [("alert", "v", 1, 1), ("update", "v", 1, 2)]
+    finally:
+        await sink.close()
+        await client.aclose()

@@ -13,7 +13,10 @@ A refused event is counted (`streamguard_events_fenced`, and per stream in Redis
 and dropped; the shard is told, so it stops the stream it no longer owns.
 
 The script also keeps each stream's open alerts (id -> last event) in Redis, so the
-next owner can clear what the previous one left open (`reason: "failover"`).
+next owner can clear what the previous one left open (`reason: "failover"`), and the
+(epoch, seq) it last wrote per stream, so that a batch the sink sends again (its
+connection failed with nobody knowing what ran) writes nothing twice: in cluster mode
+delivery into the Stream is exactly once per event, not at least once.
 """
 
 from __future__ import annotations
@@ -24,13 +27,22 @@ from dataclasses import dataclass
 from streamguard import metrics
 from streamguard.events import EventV1, StreamEventV1
 
-# KEYS: epochs, owners, event Stream, the stream's open alerts, fenced counts.
-# ARGV: stream, epoch, channel, payload, maxlen, event type, alert id ("" for stream events).
+# KEYS: epochs, owners, event Stream, the stream's open alerts, fenced counts, last written "epoch:seq" per stream.
+# ARGV: stream, epoch, channel, payload, maxlen, event type, alert id ("" for stream events), seq.
+# Returns 1 written, 0 refused (stale epoch), 2 already written (a batch sent again after a lost connection).
 WRITE_IF_OWNER = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
   redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
   return 0
 end
+local last = redis.call('HGET', KEYS[6], ARGV[1])
+if last then
+  local epoch, seq = string.match(last, '^(%d+):(%d+)$')
+  if epoch == ARGV[2] and tonumber(seq) >= tonumber(ARGV[8]) then
+    return 2
+  end
+end
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2] .. ':' .. ARGV[8])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4])
 if ARGV[6] == 'alert' or ARGV[6] == 'update' then
@@ -67,6 +79,11 @@ class ClusterKeys:
     def fenced(self) -> str:
         """Hash stream -> events refused for a stale epoch."""
         return self.prefix + "fenced"
+
+    @property
+    def written(self) -> str:
+        """Hash stream -> "epoch:seq" of its last event written (a resent batch writes nothing twice)."""
+        return self.prefix + "written"
 
     @property
     def shards(self) -> str:

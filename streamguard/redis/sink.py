@@ -34,8 +34,9 @@ events back, and never take room from events in the buffer.
 
 In cluster mode (`fence`, fence.py) each event is stamped with its stream's epoch and
 its PUBLISH and XADD become one EVALSHA of a script that first checks that epoch in
-Redis, inside the same MULTI/EXEC batch: everything above holds, and a stale owner's
-events are refused (the script returns 0), counted and dropped. On one host there is
+Redis, inside the same MULTI/EXEC batch: everything above holds, a stale owner's
+events are refused (the script returns 0), counted and dropped, and an event sent
+again is not written twice (2). On one host there is
 no fence and nothing changes.
 """
 
@@ -78,6 +79,7 @@ class _Pending:
     stream: str = ""
     epoch: int | None = None  # cluster mode: one EVALSHA (announced and stored at once), checked against this epoch
     alert_id: str = ""
+    event_seq: int = 0  # cluster mode: the event's seq within its stream and epoch
     # What already ran, so that a retry sends only the rest.
     attached: bool = False
     announced: bool = False  # PUBLISH on the channel
@@ -172,7 +174,7 @@ class RedisSink:
         epoch = getattr(event, "epoch", None) if self.fence is not None else None
         alert_id = getattr(event, "id", "") if isinstance(event, EventV1) else ""
         self._buffer.append(_Pending(self._seq, event.type, event.to_json(), attachments, event.stream, epoch, alert_id,
-                                     attached=not attachments, announced=epoch is not None))
+                                     getattr(event, "seq", None) or 0, attached=not attachments, announced=epoch is not None))
         metrics.EVENT_BUFFER_DEPTH.set(len(self._buffer))
         self._drained.clear()
         self._wakeup.set()
@@ -273,9 +275,9 @@ class RedisSink:
             if not item.stored and item.epoch is not None:
                 assert self.fence is not None
                 keys = self.fence.keys
-                pipe.evalsha(self.fence.sha or "", 5, keys.epochs, keys.owners, self.cfg.stream_key, keys.open_alerts(item.stream),
-                             keys.fenced, item.stream, item.epoch, self.cfg.channel, item.payload, self.cfg.maxlen, item.type,
-                             item.alert_id)
+                pipe.evalsha(self.fence.sha or "", 6, keys.epochs, keys.owners, self.cfg.stream_key, keys.open_alerts(item.stream),
+                             keys.fenced, keys.written, item.stream, item.epoch, self.cfg.channel, item.payload, self.cfg.maxlen,
+                             item.type, item.alert_id, item.event_seq)
                 ops.append(_Op(item, "stored", "EVALSHA", self.cfg.stream_key))
             elif not item.stored:
                 pipe.xadd(self.cfg.stream_key, {"event": item.payload}, maxlen=self.cfg.maxlen, approximate=True)
