@@ -56,6 +56,7 @@ async def test_the_owner_publishes_and_a_stale_owner_is_refused_and_counted(fres
 
         assert await stored(client, cfg.stream_key) == [("alert", "x", 1, 1), ("update", "x", 1, 2), ("clear", "x", 2, 1)]
         assert old.fenced == 1 and lost == ["s"] and new.fenced == 0
+        assert old_sink.published == 2 and new_sink.published == 1  # a refused event is not counted as published
         assert int(await client.hget(KEYS.fenced, "s")) == 1
         assert metrics.EVENTS_FENCED._value.get() == fenced_before + 1
         assert await client.hlen(KEYS.open_alerts("s")) == 0  # cleared once, by the new owner

@@ -35,9 +35,9 @@ events back, and never take room from events in the buffer.
 In cluster mode (`fence`, fence.py) each event is stamped with its stream's epoch and
 its PUBLISH and XADD become one EVALSHA of a script that first checks that epoch in
 Redis, inside the same MULTI/EXEC batch: everything above holds, a stale owner's
-events are refused (the script returns 0), counted and dropped, and an event sent
-again is not written twice (2). On one host there is
-no fence and nothing changes.
+events are refused (the script returns 0), counted and dropped (not published), and
+an event sent again is not written twice (2). On one host there is no fence and
+nothing changes.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class _Pending:
     epoch: int | None = None  # cluster mode: one EVALSHA (announced and stored at once), checked against this epoch
     alert_id: str = ""
     event_seq: int = 0  # cluster mode: the event's seq within its stream and epoch
+    refused: bool = False  # cluster mode: the script refused it (a stale epoch): done, but not published
     # What already ran, so that a retry sends only the rest.
     attached: bool = False
     announced: bool = False  # PUBLISH on the channel
@@ -309,6 +310,7 @@ class RedisSink:
         assert self.fence is not None
         for op, reply in zip(ops, replies, strict=True):
             if op.command == "EVALSHA" and reply == 0:
+                op.item.refused = True
                 self.fence.refused(op.item.stream)
         if fault is not None and fault.detail.startswith("NOSCRIPT"):
             await self._load_script()
@@ -349,6 +351,8 @@ class RedisSink:
         delivered = 0
         while self._buffer and self._buffer[0].done:
             item = self._buffer.popleft()
+            if item.refused:
+                continue
             metrics.EVENTS_PUBLISHED.labels(item.type).inc()
             delivered += 1
         self.published += delivered
