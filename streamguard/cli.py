@@ -134,6 +134,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
     check_sources(cfg, cfg.streams)
     require_decoding(cfg.ingest)  # before any worker, Redis or the model starts
+    if args.ray is not None:  # a bare --ray: $RAY_ADDRESS, else the cluster on this machine
+        ray_address = args.ray or os.environ.get("RAY_ADDRESS") or "auto"
+        from streamguard.cluster.driver import run_on_ray  # imports ray: only here
+
+        if args.processes != 1:
+            raise ConfigError("--ray and --processes do not go together: on a cluster, cluster.shards sets how many")
+        return asyncio.run(run_on_ray(cfg, ray_address, args.duration))
     if args.processes != 1:
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
@@ -196,6 +203,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
                      "carries some 16-32 streams: its GIL); restarted if one dies. --http then serves one API for all")
+    run.add_argument("--ray", metavar="ADDRESS", nargs="?", const="", default=None,
+                     help="run the streams on shard actors of the Ray cluster at ADDRESS (auto: the one on this machine; "
+                     "no value: $RAY_ADDRESS, else auto), with failover; the same API through one front door")
     add_pipeline_options(run)
     run.set_defaults(func=cmd_run)
 

@@ -376,6 +376,23 @@ class ConsoleConfig(_Section):
     history_identities: int = Field(512, ge=1, le=100_000, description="Identities whose scores are kept; the least recent go first")
 
 
+class ClusterConfig(_Section):
+    """`streamguard run --ray`: how streams are spread over shard actors (streamguard/cluster/)."""
+
+    shards: int = Field(2, ge=1, le=4096, description="Shard actors, each one process running a share of the streams")
+    shard_cpus: float = Field(1.0, gt=0, le=256, description="CPUs each shard asks Ray for (its engine and decoders run in it)")
+    model: Literal["local", "service"] = Field(
+        "local", description="local: each shard runs its own engine; service: shards send crops to the shared model service"
+    )
+    lease_s: float = Field(
+        5.0, gt=0, le=600,
+        description="A shard that has not renewed its lease in Redis for this long is gone (even if its process lives): "
+        "its streams move to live shards",
+    )
+    key_prefix: str = Field("streamguard:cluster:", min_length=1, description="Redis keys of assignments, epochs and leases")
+    namespace: str = Field("streamguard", min_length=1, description="Ray namespace of the director and shard actors")
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -390,6 +407,7 @@ class Config(_Section):
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("streams")
     @classmethod

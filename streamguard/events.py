@@ -59,6 +59,10 @@ class EventV1(BaseModel):
     thumbnails: dict[str, str] | None = Field(
         None, description="Redis keys of JPEG thumbnails (face crop, frame) stored with a TTL; alerts only"
     )
+    epoch: int | None = Field(
+        None, ge=1, description="Cluster mode: the stream's ownership epoch (rises at each failover); none on one host"
+    )
+    seq: int | None = Field(None, ge=1, description="Cluster mode: the event's number within its stream and epoch")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
@@ -103,6 +107,8 @@ class StreamEventV1(BaseModel):
     detail: str = Field(description="Why, in one line: the resolution when live, the error when reconnecting or failed")
     ts: float = Field(description="Unix seconds of the change")
     url: str = Field(description="The source URL with credentials replaced by ***")
+    epoch: int | None = Field(None, ge=1, description="Cluster mode: the stream's ownership epoch")
+    seq: int | None = Field(None, ge=1, description="Cluster mode: the event's number within its stream and epoch")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

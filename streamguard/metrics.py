@@ -60,6 +60,10 @@ SCORE_LATENCY = Histogram(
 
 # alerts
 EVENTS_PUBLISHED = Counter("streamguard_events_published", "Events delivered to Redis", ["type"], registry=REGISTRY)
+EVENTS_FENCED = Counter(
+    "streamguard_events_fenced", "Cluster mode: events refused because this shard no longer owns their stream (a stale epoch)",
+    registry=REGISTRY,
+)
 EVENTS_DROPPED = Counter("streamguard_events_dropped", "Events dropped because the buffer was full", registry=REGISTRY)
 EVENT_BUFFER_DEPTH = Gauge("streamguard_event_buffer_depth", "Events waiting for Redis", registry=REGISTRY)
 REDIS_UP = Gauge("streamguard_redis_up", "1 while Redis accepts events", registry=REGISTRY)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,8 +192,41 @@ def add_model_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_model)
 
 
+def cmd_bench_cluster(args: argparse.Namespace) -> int:
+    from lab.bench.cluster import run_cluster_bench, table
+    from lab.netns import unavailable
+    from streamguard.samples import make_two_face_video
+
+    if args.streams < 1 or args.nodes < 1 or args.seconds <= 0:
+        raise ConfigError("--streams and --nodes must be >= 1 and --seconds > 0")
+    if (why := unavailable()) is not None:
+        raise ConfigError(f"bench cluster {why} (its Ray nodes run in a network namespace of their own)")
+    video = Path(tempfile.gettempdir()) / "streamguard-bench-two-faces.mp4"
+    if not video.is_file():
+        make_two_face_video(video, seconds=20.0)
+    result = run_cluster_bench(args.streams, args.nodes, args.fps, args.seconds, video)
+    print(table(result))
+    print(json.dumps(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def add_cluster_bench(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("cluster", help="run --ray against run --processes at the same load on one machine, and failover time")
+    p.add_argument("--streams", type=int, default=4, help="RTSP streams (the two-face sample, looping)")
+    p.add_argument("--nodes", type=int, default=2, help="Ray worker nodes of one CPU, one shard each (and --processes N)")
+    p.add_argument("--fps", type=float, default=5.0, help="analysed frames per second per stream")
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement window of each mode")
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_bench_cluster)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: printed as a table and a JSON line")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     add_pipeline_bench(bench_sub)
     add_model_bench(bench_sub)
+    add_cluster_bench(bench_sub)

@@ -31,6 +31,13 @@ the same transaction, before the event that names them. Live scores are differen
 only the newest snapshot per stream matters, so they sit in a one-per-stream slot,
 go to pub/sub only, in a pipeline of their own so that their failure never holds
 events back, and never take room from events in the buffer.
+
+In cluster mode (`fence`, fence.py) each event is stamped with its stream's epoch and
+its PUBLISH and XADD become one EVALSHA of a script that first checks that epoch in
+Redis, inside the same MULTI/EXEC batch: everything above holds, a stale owner's
+events are refused (the script returns 0), counted and dropped (not published), and
+an event sent again is not written twice (2). On one host there is no fence and
+nothing changes.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from streamguard import metrics
 from streamguard.config import RedisConfig
 from streamguard.events import EventV1, ScoresV1
 from streamguard.redact import redact_url
+from streamguard.redis.fence import WRITE_IF_OWNER, Fence
 from streamguard.redis.faults import REASONS, UNREACHABLE, FaultLog, RedisFault, classify, server_reply
 from streamguard.redis.preflight import check_access
 
@@ -68,6 +76,11 @@ class _Pending:
     type: str
     payload: str  # the event JSON
     attachments: dict[str, bytes]
+    stream: str = ""
+    epoch: int | None = None  # cluster mode: one EVALSHA (announced and stored at once), checked against this epoch
+    alert_id: str = ""
+    event_seq: int = 0  # cluster mode: the event's seq within its stream and epoch
+    refused: bool = False  # cluster mode: the script refused it (a stale epoch): done, but not published
     # What already ran, so that a retry sends only the rest.
     attached: bool = False
     announced: bool = False  # PUBLISH on the channel
@@ -91,8 +104,9 @@ class _Op:
 class RedisSink:
     """Owns the event buffer, the Redis client and the task that drains one into the other."""
 
-    def __init__(self, cfg: RedisConfig, url: str) -> None:
+    def __init__(self, cfg: RedisConfig, url: str, fence: Fence | None = None) -> None:
         self.cfg = cfg
+        self.fence = fence
         self.url = url
         self._buffer: deque[_Pending] = deque()
         self._scores: dict[str, str] = {}  # stream -> newest snapshot JSON
@@ -123,6 +137,8 @@ class RedisSink:
         self._client = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=2.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
         )
+        if self.fence is not None:
+            await self._load_script()
         self._task = asyncio.create_task(self._drain_forever(up=fault is None), name="redis-sink")
         self._task.add_done_callback(self._drain_ended)
 
@@ -132,8 +148,21 @@ class RedisSink:
             metrics.REDIS_UP.set(0)
             log.error("Redis sink stopped: events will no longer be delivered", exc_info=task.exception())
 
+    async def _load_script(self) -> None:
+        """SCRIPT LOAD the fenced write (again after a Redis restart forgot it); a failure is retried by the drain."""
+        assert self._client is not None and self.fence is not None
+        try:
+            self.fence.sha = await self._client.script_load(WRITE_IF_OWNER)
+        except Exception as err:  # noqa: BLE001 - an outage like any other: the drain retries
+            log.warning("Redis at %s: SCRIPT LOAD failed (%s); retrying with the events", redact_url(self.url), server_reply(err))
+
     def publish(self, event: EventV1, attachments: dict[str, bytes] | None = None) -> None:
         """Queue an event (and blobs to store under the keys it names); never blocks or raises."""
+        if self.fence is not None:
+            stamped = self.fence.stamp(event)
+            if stamped is None:
+                return
+            event = stamped  # type: ignore[assignment]
         if len(self._buffer) >= self.cfg.buffer_size:
             self._buffer.popleft()
             self.dropped += 1
@@ -143,7 +172,10 @@ class RedisSink:
                 log.warning("event buffer full (%d): dropping oldest events until Redis catches up", self.cfg.buffer_size)
         self._seq += 1
         attachments = attachments or {}
-        self._buffer.append(_Pending(self._seq, event.type, event.to_json(), attachments, attached=not attachments))
+        epoch = getattr(event, "epoch", None) if self.fence is not None else None
+        alert_id = getattr(event, "id", "") if isinstance(event, EventV1) else ""
+        self._buffer.append(_Pending(self._seq, event.type, event.to_json(), attachments, event.stream, epoch, alert_id,
+                                     getattr(event, "seq", None) or 0, attached=not attachments, announced=epoch is not None))
         metrics.EVENT_BUFFER_DEPTH.set(len(self._buffer))
         self._drained.clear()
         self._wakeup.set()
@@ -241,7 +273,14 @@ class RedisSink:
             if not item.announced:
                 pipe.publish(self.cfg.channel, item.payload)
                 ops.append(_Op(item, "announced", "PUBLISH", self.cfg.channel))
-            if not item.stored:
+            if not item.stored and item.epoch is not None:
+                assert self.fence is not None
+                keys = self.fence.keys
+                pipe.evalsha(self.fence.sha or "", 6, keys.epochs, keys.owners, self.cfg.stream_key, keys.open_alerts(item.stream),
+                             keys.fenced, keys.written, item.stream, item.epoch, self.cfg.channel, item.payload, self.cfg.maxlen,
+                             item.type, item.alert_id, item.event_seq)
+                ops.append(_Op(item, "stored", "EVALSHA", self.cfg.stream_key))
+            elif not item.stored:
                 pipe.xadd(self.cfg.stream_key, {"event": item.payload}, maxlen=self.cfg.maxlen, approximate=True)
                 ops.append(_Op(item, "stored", "XADD", self.cfg.stream_key))
         if not ops:
@@ -261,7 +300,20 @@ class RedisSink:
                 return RedisFault(classify(reply), op.command, op.key, server_reply(reply))
         if isinstance(executed, Exception):
             return RedisFault(classify(executed), "EXEC", "", server_reply(executed))
-        return self._mark(ops, executed)
+        fault = self._mark(ops, executed)
+        if self.fence is not None:
+            await self._after_fenced_writes(ops, executed, fault)
+        return fault
+
+    async def _after_fenced_writes(self, ops: list[_Op], replies: list[object], fault: RedisFault | None) -> None:
+        """Count the events the script refused (stale epoch); reload the script if Redis forgot it."""
+        assert self.fence is not None
+        for op, reply in zip(ops, replies, strict=True):
+            if op.command == "EVALSHA" and reply == 0:
+                op.item.refused = True
+                self.fence.refused(op.item.stream)
+        if fault is not None and fault.detail.startswith("NOSCRIPT"):
+            await self._load_script()
 
     @staticmethod
     def _mark(ops: list[_Op], replies: list[object]) -> RedisFault | None:
@@ -299,6 +351,8 @@ class RedisSink:
         delivered = 0
         while self._buffer and self._buffer[0].done:
             item = self._buffer.popleft()
+            if item.refused:
+                continue
             metrics.EVENTS_PUBLISHED.labels(item.type).inc()
             delivered += 1
         self.published += delivered

@@ -20,6 +20,12 @@ it is what clients reach. Workers serve plain HTTP on loopback without a rate li
 `http.max_streams` and `http.max_whip_pending`, and their 503s (with Retry-After)
 pass through.
 
+On a Ray cluster (cluster/driver.py) the workers are shards and a `Placement` (the
+director) decides: POST /streams, DELETE /streams/{name} and WHIP claims go through it
+(it records each stream's owner and epoch), everything else is as above, with each
+shard's series and statuses labelled with its shard and node too, and /healthz
+degraded while a stream has no live owner (its shard died and it is being moved).
+
     GET    /healthz                   {"status": "ok" | "degraded", "streams", "live", "workers": [...]}; 503 if a worker is down
     GET    /metrics                   all workers' series (label worker), plus streamguard_worker_up / _starts
     GET    /openapi.json              the API's description (server/openapi.py)
@@ -51,6 +57,7 @@ from streamguard.server import openapi
 from streamguard.server.console_front import ConsoleFront
 from streamguard.server.exposure import check_exposure, ssl_context
 from streamguard.server.middleware import middlewares
+from streamguard.server.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ class WorkerLink:
     url: str | None = None  # None while the worker is starting, restarting or gone
     added: dict[str, bytes] = field(default_factory=dict)  # stream name -> the POST /streams body that added it
     removed: set[str] = field(default_factory=set)  # removed through the API: a restart would bring those from the config back
+    labels: dict[str, str] = field(default_factory=dict)  # added to its metrics and stream statuses (a cluster: shard, node)
 
 
 def quote(name: str) -> str:
@@ -82,13 +90,15 @@ class WorkerError(Exception):
     """A worker did not answer (it died between its ready file and our request, or hung)."""
 
 
-def merge_metrics(texts: dict[int, str]) -> list[Metric]:
-    """Prometheus text from each worker -> one family per metric name, every sample labelled with its worker."""
+def merge_metrics(texts: dict[int, str], labels: dict[int, dict[str, str]] | None = None) -> list[Metric]:
+    """Prometheus text from each worker -> one family per metric name, every sample labelled with its worker
+    (and the worker's own `labels`: a shard's name and node)."""
     families: dict[str, Metric] = {}
     for index, text in sorted(texts.items()):
+        extra = {**(labels or {}).get(index, {}), "worker": str(index)}
         for family in text_string_to_metric_families(text):
             merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
-            merged.samples.extend(s._replace(labels={**s.labels, "worker": str(index)}) for s in family.samples)
+            merged.samples.extend(s._replace(labels={**s.labels, **extra}) for s in family.samples)
     return list(families.values())
 
 
@@ -106,11 +116,12 @@ class FrontDoor:
     """Serves `cfg.bind` for `count` workers; `start` and `close` bracket its life, the supervisor
     calls `worker_up` / `worker_down` as workers come and go."""
 
-    def __init__(self, cfg: HttpConfig, count: int) -> None:
+    def __init__(self, cfg: HttpConfig, count: int, placement: Placement | None = None) -> None:
         if cfg.bind is None:
             raise ConfigError("http.bind is not set: nothing to serve on")
         check_exposure(cfg)  # before anything binds
         self.cfg = cfg
+        self.placement = placement  # None: workers are the truth (run --processes); else adds and removes go through it
         self.workers = [WorkerLink(i) for i in range(count)]
         self._lock = asyncio.Lock()  # adds and removes one at a time: two requests cannot race for a name
         self._auth = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
@@ -148,10 +159,11 @@ class FrontDoor:
         if self._http is not None:
             await self._http.close()
 
-    async def worker_up(self, index: int, url: str) -> None:
+    async def worker_up(self, index: int, url: str, labels: dict[str, str] | None = None) -> None:
         """Worker `index` serves at `url`; after a restart, add back the streams the API had added to it."""
         link = self.workers[index]
         link.url = url
+        link.labels = labels or {}
         self._up.labels(str(index)).set(1)
         self._starts.labels(str(index)).inc()
         async with self._lock:
@@ -220,7 +232,9 @@ class FrontDoor:
     async def _forward(self, request: web.Request, link: WorkerLink | None) -> web.Response:
         """Send the client's request to `link` as it came (404 if no worker holds the stream) and its answer back."""
         if link is None:
-            raise web.HTTPNotFound(text=f"no stream named {stream_name(request)}")
+            name = stream_name(request)
+            again = f" (a WHIP session whose worker is gone: publish again with POST /whip/{name})" if "stream" in request.match_info else ""
+            raise web.HTTPNotFound(text=f"no stream named {name}{again}")
         headers = {k: request.headers[k] for k in ("Content-Type", "If-Match") if k in request.headers}
         body = await request.read() if request.body_exists else None  # read() is cached: the handler may have read it
         try:
@@ -242,32 +256,41 @@ class FrontDoor:
         app.router.add_get("/streams/{name}", self.to_owner)
         app.router.add_delete("/streams/{name}", self.delete_stream)
         app.router.add_post("/whip/{stream}", self.publish)
-        app.router.add_delete("/whip/{stream}/{session}", self.to_owner)
+        app.router.add_delete("/whip/{stream}/{session}", self.end_whip)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
         answers = {i: json.loads(body) for i, body in (await self._each("/healthz")).items()}
         workers = [{"worker": link.index, "up": link.index in answers, "streams": answers.get(link.index, {}).get("streams", 0),
                     "live": answers.get(link.index, {}).get("live", 0)} for link in self.workers]
-        ok = all(w["up"] for w in workers)
+        unowned = await self.placement.unowned() if self.placement is not None else []
+        ok = all(w["up"] for w in workers) and not unowned
         body = {"status": "ok" if ok else "degraded", "streams": sum(w["streams"] for w in workers),
-                "live": sum(w["live"] for w in workers), "workers": workers}
+                "live": sum(w["live"] for w in workers), "workers": workers,
+                **({"unowned": unowned} if self.placement is not None else {})}
         return web.json_response(body, status=200 if ok else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         texts = {i: body.decode() for i, body in (await self._each("/metrics")).items()}
         merged = CollectorRegistry(auto_describe=False)
-        merged.register(_Families(merge_metrics(texts)))  # type: ignore[arg-type]
+        labels = {link.index: link.labels for link in self.workers}
+        merged.register(_Families(merge_metrics(texts, labels)))  # type: ignore[arg-type]
         body = generate_latest(self.registry) + generate_latest(merged)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_streams(self, request: web.Request) -> web.Response:
-        statuses = [{**status, "worker": i} for i, body in (await self._each("/streams")).items()
+        statuses = [{**status, **self.workers[i].labels, "worker": i} for i, body in (await self._each("/streams")).items()
                     for status in json.loads(body)["streams"]]
         return web.json_response({"streams": statuses})
 
     async def to_owner(self, request: web.Request) -> web.Response:
         return await self._forward(request, self._owner(await self._holdings(), stream_name(request)))
+
+    async def end_whip(self, request: web.Request) -> web.Response:
+        response = await self.to_owner(request)
+        if self.placement is not None and response.status == 200:  # the claim ends with the session
+            await self.placement.remove(request.match_info["stream"])
+        return response
 
     async def add_stream(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -275,6 +298,12 @@ class FrontDoor:
             name = json.loads(body).get("name")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             name = None  # not an object with a name: any worker's validation says what is wrong
+        if self.placement is not None and isinstance(name, str):
+            # The source policy (ingest/policy.py) is applied by the shard's own API, which the director's adopt
+            # POSTs the body to, as each worker's API applies it behind the --processes front door.
+            async with self._lock:
+                status, text = await self.placement.add(name, body)
+            return _answer(status, text, {"Location": f"/streams/{quote(name)}"} if status == 201 else {})
         async with self._lock:
             holdings = await self._holdings()
             if isinstance(name, str):
@@ -289,6 +318,9 @@ class FrontDoor:
 
     async def delete_stream(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if self.placement is not None:
+            async with self._lock:
+                return _answer(*await self.placement.remove(name))
         async with self._lock:
             link = self._owner(await self._holdings(), name)
             response = await self._forward(request, link)
@@ -300,4 +332,15 @@ class FrontDoor:
         async with self._lock:
             holdings = await self._holdings()
             link = self._owner(holdings, request.match_info["stream"]) or self._least_loaded(holdings)
+            if self.placement is not None:  # recorded with an owner and an epoch before the publisher's events flow
+                status, text = await self.placement.claim(request.match_info["stream"], link.index)
+                if status != 200:
+                    return _answer(status, text)
             return await self._forward(request, link)
+
+
+def _answer(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A placement's answer as a response: its JSON (a stream's status, a shard's error) as is, else {"error": text}."""
+    if not text.startswith(("{", "[")):
+        text = json.dumps({"error": text} if status >= 400 else {"detail": text})
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
