@@ -87,8 +87,11 @@ def transport_table(engine: Any, crops: np.ndarray, qualities: tuple[int, ...] =
             "embedding_mean_cosine": float(cos.mean()),
             "embedding_min_cosine": float(cos.min()),
         })
-    within = [r["quality"] for r in rows[1:]
-              if r["p_fake_max_abs_diff"] <= DELTA_P_BUDGET and r["spread_p_max_abs_diff"] <= DELTA_P_BUDGET]
+    within: list[int] = []  # the qualities from the highest down to the first outside the budget
+    for r in sorted(rows[1:], key=lambda r: -r["quality"]):
+        if r["p_fake_max_abs_diff"] > DELTA_P_BUDGET or r["spread_p_max_abs_diff"] > DELTA_P_BUDGET:
+            break
+        within.append(r["quality"])
     return {
         "crops": n,
         "crop_size": int(crops.shape[1]),
@@ -113,7 +116,7 @@ def transport_text(result: dict[str, Any]) -> str:
             f"{r['p_fake_max_abs_diff']:>8.4f} {r['spread_p_max_abs_diff']:>10.4f} {r['embedding_mean_cosine']:>9.5f} "
             f"{r['embedding_min_cosine']:>8.5f}"
         )
-    lines.append(f"lowest quality with both |dP| <= {result['delta_p_budget']}: {result['lowest_quality_within_budget']}")
+    lines.append(f"lowest quality from which every higher one keeps both |dP| <= {result['delta_p_budget']}: {result['lowest_quality_within_budget']}")
     return "\n".join(lines)
 
 
