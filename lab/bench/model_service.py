@@ -4,12 +4,13 @@ callers, against the same engine alone, side by side in one run; and raw against
 A Ray cluster of one head node (carrying the model: the service replica, and in its turn the
 engine alone, with the same CPUs and threads) and `--nodes` worker nodes carrying `--callers`
 caller actors, each a `RemoteEngine` sending requests of `--per-request` crops back to back, as
-a shard with that many faces per tick would. Each round runs the engine alone (one process
-calling `infer` on ready batches of the size the service's batches reach) and then the service
-with each transport, one case after another in the same window of machine load; the figures
-are the medians over `--rounds`. On a small CPU host the callers, Ray and the engine share the
-same cores, so the ratio counts that contention along with the transport; on a cluster the
-callers run on other nodes.
+a shard with that many faces per tick would. Each round runs every case once, the engine alone
+(one process calling `infer` on ready batches of the size the service's batches reach at most)
+and the service with each transport, in an order reversed every other round, so that the drift
+of a shared machine's speed falls on all cases alike; a case's ratio to the engine alone is
+taken within its round, and the medians over `--rounds` are reported with the range. On a small
+CPU host the callers, Ray and the engine share the same cores, so the ratio counts that
+contention along with the transport; on a cluster the callers run on other nodes.
 
 With `--address` the bench joins a running cluster (a GPU worker group: `--num-gpus 1
 --device cuda`) instead of starting one here. Then the model node is the one with a GPU and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +35,7 @@ from streamguard.config import BatcherConfig, ModelConfig, ModelServiceConfig
 from streamguard.errors import ConfigError
 
 GCS_PORT = 6392  # outside Ray's worker port range (10002-19999), not Redis's 6379
-START_LEAD_S = 5.0  # every caller starts its window this long after the round was sent (after its warm call)
+START_LEAD_S = 3.0  # every caller starts its window this long after the round was sent (after its warm call)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,8 @@ class ServiceBenchOptions:
     img_size: int = 224
     callers: int = 4
     per_request: int = 8
-    seconds: float = 10.0
-    rounds: int = 2
+    seconds: float = 6.0
+    rounds: int = 6
     nodes: int = 1  # worker nodes started here for the callers (without --address)
     service_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -71,12 +73,13 @@ class EngineAlone:
         while time.time() < start_at:
             time.sleep(0.005)
         began = time.time()
-        while True:
+        while True:  # at least one call, even when the warm call ran past the window
             self.engine.infer(self.crops)
-            if time.time() > stop_at:
-                break
+            last = time.time()
             n, calls = n + len(self.crops), calls + 1
-        return {"crops": n, "calls": calls, "crops_per_s": n / (stop_at - began)}
+            if last >= stop_at:
+                break
+        return {"crops": n, "calls": calls, "crops_per_s": n / (last - began)}
 
 
 class Caller:
@@ -94,20 +97,20 @@ class Caller:
         while time.time() < start_at:
             time.sleep(0.005)
         began = time.time()  # later than start_at if the warm call ran long
-        while True:
+        while True:  # until a request ends past the window, at least one
             t0 = time.time()
             try:
                 self.engine.infer(self.crops)
             except Exception:
                 errors += 1
-                continue
-            t1 = time.time()
-            if t1 > stop_at:
+            else:
+                crops += len(self.crops)
+                latencies.append(time.time() - t0)
+            last = time.time()
+            if last >= stop_at:
                 break
-            crops += len(self.crops)
-            latencies.append(t1 - t0)
         return {"crops": crops, "requests": len(latencies), "errors": errors, "latencies": latencies,
-                "crops_per_s": crops / (stop_at - began)}
+                "crops_per_s": crops / (last - began)}
 
 
 def _cluster(opts: ServiceBenchOptions) -> Any:
@@ -120,7 +123,8 @@ def _cluster(opts: ServiceBenchOptions) -> Any:
 
     cluster = Cluster(initialize_head=True, head_node_args={
         # the engine alone and one replica per transport each reserve service_cpus (they take turns)
-        "num_cpus": math.ceil(opts.service_cpus * (1 + len(opts.transports))), "resources": {"model_node": 4}, "node_ip_address": "127.0.0.1",
+        "num_cpus": math.ceil(opts.service_cpus * (1 + len(opts.transports))), "num_gpus": math.ceil(opts.num_gpus),
+        "resources": {"model_node": 4}, "node_ip_address": "127.0.0.1",
         "gcs_server_port": GCS_PORT, "include_dashboard": False, "object_store_memory": 300 * 2**20,
     })
     for _ in range(opts.nodes):
@@ -168,15 +172,22 @@ def run_bench(opts: ServiceBenchOptions) -> dict[str, Any]:
             caller = ray.remote(Caller).options(num_cpus=0, resources=on_caller_node)
             callers[transport] = [caller.remote(replicas, svc, crops, f"caller{i}") for i in range(opts.callers)]
         rows: dict[str, list[dict[str, Any]]] = {"alone": [], **{t: [] for t in opts.transports}}
-        for _ in range(opts.rounds):
-            rows["alone"].append({"crops_per_s": _round_case([alone], opts.seconds)[0]["crops_per_s"]})
-            for transport in opts.transports:
+        cases = ["alone", *opts.transports]
+        for round_ in range(opts.rounds):
+            # every case once per round, the order reversed every other round: drift in the machine's
+            # speed (other jobs) falls on all cases alike, and each ratio is taken within its round
+            for transport in cases if round_ % 2 == 0 else cases[::-1]:
+                if transport == "alone":
+                    rows["alone"].append({"crops_per_s": _round_case([alone], opts.seconds)[0]["crops_per_s"],
+                                          "round": round_})
+                    continue
                 before = ray.get(services[transport][0].stats.remote())
                 results = _round_case(callers[transport], opts.seconds)
                 after = ray.get(services[transport][0].stats.remote())
                 latencies = sorted(x for r in results for x in r["latencies"])
                 calls = after["engine_calls"] - before["engine_calls"]
                 rows[transport].append({
+                    "round": round_,
                     "crops_per_s": sum(r["crops_per_s"] for r in results),
                     "requests": sum(r["requests"] for r in results),
                     "errors": sum(r["errors"] for r in results),
@@ -187,20 +198,25 @@ def run_bench(opts: ServiceBenchOptions) -> dict[str, Any]:
                     "refused": after["refused"] - before["refused"],
                     "shed": after["shed"] - before["shed"],
                 })
-        alone_rate = statistics.median(r["crops_per_s"] for r in rows["alone"])
+        alone_by_round = {r["round"]: r["crops_per_s"] for r in rows["alone"]}
+        alone_rate = statistics.median(alone_by_round.values())
         summary: dict[str, Any] = {"alone": {"crops_per_s": round(alone_rate, 2), "batch": batch}}
         for transport in opts.transports:
             rs = rows[transport]
-            rate = statistics.median(r["crops_per_s"] for r in rs)
+            for r in rs:
+                r["ratio_to_alone"] = r["crops_per_s"] / alone_by_round[r["round"]] if alone_by_round[r["round"]] else None
+            ratios = [r["ratio_to_alone"] for r in rs if r["ratio_to_alone"] is not None]
             summary[transport] = {
-                "crops_per_s": round(rate, 2),
-                "ratio_to_alone": round(rate / alone_rate, 3) if alone_rate else None,
+                "crops_per_s": round(statistics.median(r["crops_per_s"] for r in rs), 2),
+                "ratio_to_alone": round(statistics.median(ratios), 3) if ratios else None,  # median of per-round ratios
+                "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
                 **{k: _median(r[k] for r in rs) for k in ("crops_per_engine_call", "bytes_per_crop", "latency_p50_ms",
                                                           "latency_p99_ms")},
                 **{k: sum(r[k] for r in rs) for k in ("requests", "errors", "refused", "shed")},
             }
         return {
             "bench": "model-service",
+            "loadavg_1m_after": os.getloadavg()[0],
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
             "machine": machine(opts.device),
             "ray": ray.__version__,
@@ -225,15 +241,16 @@ def table(result: dict[str, Any]) -> str:
         f"model service: {o['arch']} on {o['device']} at {o['img_size']} px, {o['callers']} callers x {o['per_request']} "
         f"crops per request, {result['nodes']} Ray nodes, {o['rounds']} rounds of {o['seconds']:g} s; "
         f"{result['machine']['cpu']} ({result['machine']['cores']} cores)",
-        f"{'case':<14} {'crops/s':>8} {'vs alone':>8} {'crops/call':>10} {'bytes/crop':>10} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'case':<14} {'crops/s':>8} {'vs alone':>8} {'range':>11} {'crops/call':>10} {'bytes/crop':>10} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'refused':>7} {'shed':>5}",
-        f"{'engine alone':<14} {s['alone']['crops_per_s']:>8.1f} {1.0:>8.3f} {s['alone']['batch']:>10}",
+        f"{'engine alone':<14} {s['alone']['crops_per_s']:>8.1f} {1.0:>8.3f} {'':>11} {s['alone']['batch']:>10}",
     ]
     for t in o["transports"]:
         r = s[t]
         name = "service raw" if t == "raw" else f"service jpeg{o['jpeg_quality']}"
         lines.append(
-            f"{name:<14} {r['crops_per_s']:>8.1f} {r['ratio_to_alone']:>8.3f} {r['crops_per_engine_call'] or 0:>10.1f} "
+            f"{name:<14} {r['crops_per_s']:>8.1f} {r['ratio_to_alone']:>8.3f} "
+            f"{r['ratio_range'][0]:>5.2f}-{r['ratio_range'][1]:<5.2f} {r['crops_per_engine_call'] or 0:>10.1f} "
             f"{r['bytes_per_crop'] or 0:>10.0f} {r['latency_p50_ms'] or 0:>7.1f} {r['latency_p99_ms'] or 0:>7.1f} "
             f"{r['refused']:>7} {r['shed']:>5}"
         )
@@ -288,8 +305,9 @@ def add_parser(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--callers", type=int, default=4, help="caller actors (shards) feeding the service")
     p.add_argument("--per-request", type=int, default=8, help="crops per request (a shard's crops per tick)")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per case and round")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of engine alone, then each transport (medians reported)")
+    p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per case and round")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds of every case (the engine alone and each transport); medians of the rates and of each round's ratios")
     p.add_argument("--nodes", type=int, default=1, help="worker nodes started here for the callers (without --address)")
     p.add_argument("--service-cpus", type=float, default=1.0, help="CPUs of the replica and of the engine alone")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs of the replica and the engine alone (they take turns)")
