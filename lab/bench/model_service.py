@@ -67,6 +67,9 @@ class EngineAlone:
         self.engine = open_engine(model, img_size=size)
         self.crops = np.array(crops)  # writable, as a batcher's concatenation is
 
+    def ready(self) -> bool:
+        return True
+
     def run(self, start_at: float, stop_at: float) -> dict[str, Any]:
         n = calls = 0
         self.engine.infer(self.crops)  # warm at this batch size, before the window
@@ -90,6 +93,9 @@ class Caller:
 
         self.engine = RemoteEngine(replicas, svc, caller=name)
         self.crops = crops
+
+    def ready(self) -> bool:
+        return True
 
     def run(self, start_at: float, stop_at: float) -> dict[str, Any]:
         crops, latencies, errors = 0, [], 0
@@ -148,6 +154,7 @@ def run_bench(opts: ServiceBenchOptions) -> dict[str, Any]:
     from lab.bench.model import face_crops, machine
     from streamguard.cluster.model_service import deploy_model_service
 
+    load_before = os.getloadavg()[0]
     model = ModelConfig(arch=None if opts.checkpoint else opts.arch, checkpoint=opts.checkpoint, device=opts.device,
                         precision="fp32" if opts.device == "cpu" else "auto", threads=opts.threads)
     crops = face_crops(opts.per_request, opts.img_size)
@@ -171,6 +178,8 @@ def run_bench(opts: ServiceBenchOptions) -> dict[str, Any]:
             services[transport] = replicas
             caller = ray.remote(Caller).options(num_cpus=0, resources=on_caller_node)
             callers[transport] = [caller.remote(replicas, svc, crops, f"caller{i}") for i in range(opts.callers)]
+        # every caller constructed (imports, its RemoteEngine's warm-up) before any case is timed
+        ray.get([c.ready.remote() for cs in callers.values() for c in cs] + [alone.ready.remote()], timeout=600)
         rows: dict[str, list[dict[str, Any]]] = {"alone": [], **{t: [] for t in opts.transports}}
         cases = ["alone", *opts.transports]
         for round_ in range(opts.rounds):
@@ -216,7 +225,7 @@ def run_bench(opts: ServiceBenchOptions) -> dict[str, Any]:
             }
         return {
             "bench": "model-service",
-            "loadavg_1m_after": os.getloadavg()[0],
+            "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other jobs on the host
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
             "machine": machine(opts.device),
             "ray": ray.__version__,
@@ -240,7 +249,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"model service: {o['arch']} on {o['device']} at {o['img_size']} px, {o['callers']} callers x {o['per_request']} "
         f"crops per request, {result['nodes']} Ray nodes, {o['rounds']} rounds of {o['seconds']:g} s; "
-        f"{result['machine']['cpu']} ({result['machine']['cores']} cores)",
+        f"{result['machine']['cpu']} ({result['machine']['cores']} cores), load average {result['loadavg_1m'][0]:g} -> "
+        f"{result['loadavg_1m'][1]:g}",
         f"{'case':<14} {'crops/s':>8} {'vs alone':>8} {'range':>11} {'crops/call':>10} {'bytes/crop':>10} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'refused':>7} {'shed':>5}",
         f"{'engine alone':<14} {s['alone']['crops_per_s']:>8.1f} {1.0:>8.3f} {'':>11} {s['alone']['batch']:>10}",

@@ -28,7 +28,8 @@ failure (`EngineFailed`) and goes on.
 One request per shard per tick: the shard's own micro-batcher already gathers the crops of
 all its streams into one `Engine.infer` call, and `RemoteEngine.infer` sends exactly one
 request per call (with `concurrency` 1 the shard's batcher makes one call at a time, so a
-tick's crops go together; with more, it may split them over the free calls).
+tick's crops go together, up to the shard's `batcher.max_batch`; with more, it may split them
+over the free calls). tests/test_model_service.py counts the requests a replica receives.
 """
 
 from __future__ import annotations

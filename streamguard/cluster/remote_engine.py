@@ -14,6 +14,10 @@ exception from `infer`, which the shard's batcher turns into `EngineFailed` for 
 streams and counts (`streamguard_engine_failures`); here each request is also counted by
 outcome (`streamguard_model_service_requests`).
 
+Constructing one blocks (it asks a replica what it runs and times two one-crop calls, as
+`registry.warm_up` does for a local engine): from async code, build it in a thread
+(`asyncio.to_thread(RemoteEngine, replicas, svc)`), then hand it to `running(cfg, sink, engine=...)`.
+
 Replicas are used in turn. One that did not answer (dead, restarting after a kill, its node
 lost) is skipped for `SKIP_DOWN_S` when another is up; Ray restarts it (`max_restarts=-1`) and
 the handle held here reaches the new process, so calls succeed again without reconnecting.
