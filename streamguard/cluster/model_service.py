@@ -143,7 +143,7 @@ class ModelService:
         engine.prepare(svc.batcher.max_batch)  # CUDA graphs before serving, as the pipeline does
         self._engine = _CountedEngine(engine, self._stats)
         self._batcher: MicroBatcher | None = None
-        # Ray restarts the actor in a fresh process: the count lives in the actor's runtime context
+        # Ray restarts the actor in a fresh process: its actor table counts the restarts
         self._incarnation = _restart_count() + 1
         log.info("model service replica up: %s (%s, digest %s), incarnation %d",
                  engine.meta.name, engine.meta.source, engine.meta.digest, self._incarnation)
