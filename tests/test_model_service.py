@@ -202,27 +202,50 @@ else:
         thread.join(60)
         assert len(outcome) == 1 and len(outcome[0][0]) == len(big)
 
-    def test_a_replica_refuses_or_sheds_a_burst_beyond_its_bounds(cluster, crops) -> None:
-        """A misbehaving caller (no RemoteEngine, no per-shard bound) fires 12 requests at once at a
-        replica that admits 3: at most 3 are held, the rest are refused or shed, each counted."""
-        svc = ModelServiceConfig(name="bounded", crop_transport="raw", num_cpus=0, max_requests=3, timeout_s=20,
-                                 batcher=BatcherConfig(max_batch=8, max_wait_ms=0.0, queue_size=32))
-        (replica,) = _deploy(svc)
-        burst = [replica.infer.remote(crops[:16], "burst") for _ in range(12)]
+    # A replica whose batcher holds every request HOLD_S (no batch fills: max_batch is never reached),
+    # so that a burst is all delivered while the first requests are still held: what it admits,
+    # refuses and sheds is then decided by its bounds alone, not by how fast the engine is.
+    HOLD_S = 5.0  # BatcherConfig.max_wait_ms allows up to 5 s
+
+    def _burst(replica, crops: np.ndarray, n: int) -> list[str]:
+        """n requests of 16 crops fired at once at `replica`, as a misbehaving caller would (no
+        RemoteEngine, no per-shard bound): each one's outcome, in order."""
+        refs = [replica.infer.remote(crops[:16], "burst") for _ in range(n)]
         outcomes = []
-        for ref in burst:
+        for ref in refs:
             try:
                 ray.get(ref, timeout=120)
                 outcomes.append("ok")
             except ModelServiceBusy as err:
-                outcomes.append("refused" if "refused" in str(err) else "shed")
-        stats = _stats(replica)
-        assert stats["peak_in_flight"] <= 3
-        assert outcomes.count("refused") == stats["refused"] >= 1
-        assert outcomes.count("shed") == stats["shed"]
-        assert outcomes.count("ok") == stats["scored"] >= 1
-        assert stats["requests"] == 12 and stats["in_flight"] == 0
-        ray.kill(replica)
+                outcomes.append("refused" if "refused a request" in str(err) else "shed")
+        return outcomes
+
+    def test_a_replica_refuses_a_burst_beyond_max_requests_and_sheds_beyond_its_queue(cluster, crops) -> None:
+        held = BatcherConfig(max_batch=1024, max_wait_ms=HOLD_S * 1000, queue_size=1024)
+        bounded = ModelServiceConfig(name="bounded", crop_transport="raw", num_cpus=0, max_requests=3, timeout_s=60,
+                                     batcher=held)
+        shedding = ModelServiceConfig(name="shedding", crop_transport="raw", num_cpus=0, max_requests=64, timeout_s=60,
+                                      batcher=held.model_copy(update={"queue_size": 32}))
+        (refuser,), (shedder,) = _deploy(bounded), _deploy(shedding)
+        refused: list[str] = []
+        shed: list[str] = []
+        bursts = [threading.Thread(target=lambda r=r, o=o: o.extend(_burst(r, crops, 12)))
+                  for r, o in ((refuser, refused), (shedder, shed))]
+        for thread in bursts:
+            thread.start()
+        for thread in bursts:
+            thread.join(180)
+        # max_requests 3: three held, the nine others refused at once, never queued
+        stats = _stats(refuser)
+        assert refused.count("ok") == stats["scored"] == 3, (refused, stats)
+        assert refused.count("refused") == stats["refused"] == 9 and stats["peak_in_flight"] == 3
+        assert stats["requests"] == 12 and stats["in_flight"] == 0 and stats["shed"] == 0
+        # a queue of 32 crops: every request admitted, each new one shedding the oldest; the last two scored
+        stats = _stats(shedder)
+        assert shed == ["shed"] * 10 + ["ok"] * 2, (shed, stats)
+        assert stats["shed"] == 10 and stats["scored"] == 2 and stats["refused"] == 0 and stats["in_flight"] == 0
+        ray.kill(refuser)
+        ray.kill(shedder)
 
     def test_a_killed_replica_comes_back_and_the_shard_recovers(raw_service, local, crops) -> None:
         svc, replicas = raw_service
