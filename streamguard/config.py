@@ -376,6 +376,46 @@ class ConsoleConfig(_Section):
     history_identities: int = Field(512, ge=1, le=100_000, description="Identities whose scores are kept; the least recent go first")
 
 
+def _service_batcher() -> BatcherConfig:
+    return BatcherConfig(max_batch=64, max_wait_ms=5.0, queue_size=1024)
+
+
+class ModelServiceConfig(_Section):
+    """A shared model deployment on a Ray cluster (streamguard.cluster.model_service): shards send
+    their crops to it instead of running an engine of their own. The engine it opens is `model`
+    and `crop.size` of the same config, opened on the node the replica lands on."""
+
+    replicas: int = Field(1, ge=1, le=256, description="Model actors in the pool; each opens the engine once")
+    num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="CPUs Ray reserves for each replica")
+    num_gpus: float = Field(0.0, ge=0.0, le=16.0, description="GPUs Ray reserves for each replica (1 on a GPU worker group)")
+    name: str = Field(
+        "streamguard-model", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Replica i is the named actor NAME-i, so shards find the pool by name",
+    )
+    crop_transport: Literal["raw", "jpeg"] = Field(
+        "jpeg",
+        description="How crops cross nodes: raw uint8 (exact, 150 kB per 224 px crop) or JPEG (about a tenth; "
+        "docs/benchmarks.md 'Shared model service' has the figures)",
+    )
+    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality when crop_transport is jpeg")
+    concurrency: int = Field(
+        1, ge=1, le=16,
+        description="Requests one shard keeps in flight (its batcher's engine.concurrency); 1 = one request per "
+        "shard per tick carrying all its crops; more lets a shard's batcher split a tick over several requests",
+    )
+    max_requests: int = Field(
+        64, ge=1, le=100_000,
+        description="Requests one replica admits at once (queued or computing); beyond it a request is refused "
+        "at once (ModelServiceBusy), never queued",
+    )
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="A request not answered within this is failed and cancelled")
+    batcher: BatcherConfig = Field(
+        default_factory=_service_batcher,
+        description="The replica's micro-batcher, pooling the requests of every shard (queue_size: crops; "
+        "beyond it the oldest requests are shed)",
+    )
+
+
 class ClusterConfig(_Section):
     """`streamguard run --ray`: how streams are spread over shard actors (streamguard/cluster/)."""
 
@@ -391,6 +431,9 @@ class ClusterConfig(_Section):
     )
     key_prefix: str = Field("streamguard:cluster:", min_length=1, description="Redis keys of assignments, epochs and leases")
     namespace: str = Field("streamguard", min_length=1, description="Ray namespace of the director and shard actors")
+    model_service: ModelServiceConfig = Field(
+        default_factory=ModelServiceConfig, description="The shared model service (cluster.model: service)"
+    )
 
 
 class Config(_Section):

@@ -51,6 +51,18 @@ BATCH_SIZE = Histogram(
 )
 INFER_SECONDS = Histogram("streamguard_infer_seconds", "Model call duration", registry=REGISTRY)
 ENGINE_FAILURES = Counter("streamguard_engine_failures", "Model calls that raised (their crops went unscored)", registry=REGISTRY)
+# a shard's calls to the shared model service (streamguard.cluster.remote_engine)
+MODEL_SERVICE_REQUESTS = Counter(
+    "streamguard_model_service_requests",
+    "Requests to the shared model service by outcome: ok, busy (refused: in flight at the bound), "
+    "shed (its queue was full), unavailable (replica down or restarting), timeout, failed",
+    ["outcome"], registry=REGISTRY,
+)
+MODEL_SERVICE_BYTES = Counter("streamguard_model_service_bytes", "Crop bytes sent to the shared model service", registry=REGISTRY)
+MODEL_SERVICE_SECONDS = Histogram(
+    "streamguard_model_service_seconds", "Round trip of one request to the shared model service, encoding included",
+    registry=REGISTRY,
+)
 SCORE_LATENCY = Histogram(
     "streamguard_score_latency_seconds",
     "Frame arrival to score",

@@ -224,9 +224,16 @@ def add_cluster_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_cluster)
 
 
+def add_model_service_bench(bench_sub: argparse._SubParsersAction) -> None:
+    from lab.bench.model_service import add_parser
+
+    add_parser(bench_sub)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: printed as a table and a JSON line")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     add_pipeline_bench(bench_sub)
     add_model_bench(bench_sub)
     add_cluster_bench(bench_sub)
+    add_model_service_bench(bench_sub)  # lab/bench/model_service.py

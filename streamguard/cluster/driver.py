@@ -131,6 +131,11 @@ async def run_on_ray(cfg: Config, address: str, duration: float | None) -> int:
     try:
         check_cluster_config(cfg, ray.util.get_node_ip_address())
         assert cfg.redis.url is not None
+        if cfg.cluster.model == "service":  # before any shard starts: they connect to it by name
+            from streamguard.cluster.model_service import deploy_model_service
+
+            await asyncio.to_thread(deploy_model_service, cfg.model, cfg.crop.size, cfg.cluster.model_service,
+                                    detached=True, namespace=cfg.cluster.namespace)
         director = director_handle(cfg, cfg.redis.url, runtime_env)
         placement = DirectorPlacement(director)
         front = FrontDoor(cfg.http, cfg.cluster.shards, placement) if cfg.http.bind is not None else None

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 from streamguard.config import Config
 from streamguard.events import EventV1
+from streamguard.inference.contract import Engine
 from streamguard.redis.fence import ClusterKeys, Fence
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,13 @@ def shard_config(cfg: Config, host: str) -> Config:
     return cfg.model_copy(update={"streams": [], "http": http})
 
 
-def open_engine_for(cfg: Config) -> Any:
+def open_engine_for(cfg: Config) -> Engine | None:
     """The engine a shard passes to `running`: None (its own, opened there) or the shared model service's client."""
     if cfg.cluster.model == "local":
         return None
-    try:  # TODO(lead): streamguard.cluster.remote_engine comes from the ray-model branch; merged, this import resolves
-        from streamguard.cluster.remote_engine import RemoteEngine  # type: ignore[import-not-found]
-    except ImportError as err:
-        raise RuntimeError("cluster.model: service needs streamguard.cluster.remote_engine (the model service)") from err
-    return RemoteEngine(cfg)  # type: ignore[call-arg]
+    from streamguard.cluster.remote_engine import RemoteEngine
+
+    return RemoteEngine.connect(cfg.cluster.model_service, namespace=cfg.cluster.namespace)
 
 
 class Shard:
@@ -96,8 +95,9 @@ class Shard:
         token = {"Authorization": f"Bearer {cfg.http.token}"} if cfg.http.token else {}
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ADD_TIMEOUT_S), headers=token)
         sink = RedisSink(cfg.redis, self.redis_url, self.fence)
+        engine = await asyncio.to_thread(open_engine_for, cfg)  # the service's client asks it (blocking) what it runs
         try:
-            async with running(cfg, sink, engine=open_engine_for(cfg)) as app:
+            async with running(cfg, sink, engine=engine) as app:
                 self._app = app
                 self.url = app.server.url
                 heartbeat = asyncio.create_task(self._heartbeat(), name="shard-lease")
@@ -111,6 +111,8 @@ class Shard:
         finally:
             await self._http.close()
             await self._client.aclose()
+            if engine is not None:  # ours: running() closes only the engines it opened
+                engine.close()
         return self.name
 
     async def ready(self) -> dict[str, Any]:

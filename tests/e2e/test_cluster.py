@@ -208,7 +208,7 @@ async def test_a_whip_publisher_through_the_front_door_is_analysed_and_its_claim
 
     from streamguard.config import WebRTCConfig
     from streamguard.ingest import ice
-    from tests.harness import LOOPBACK_WEBRTC
+    from tests.support.harness import LOOPBACK_WEBRTC
     from tests.support.webrtc import make_offer, whip_publish
 
     ice.configure(WebRTCConfig(**LOOPBACK_WEBRTC))  # our publisher on 127.0.0.1 only, like the shards (the config)

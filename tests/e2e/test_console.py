@@ -27,11 +27,12 @@ from streamguard.console.history import ScoreHistory
 from streamguard.events import EventV1, ModelInfo
 from streamguard.server.front_door import FrontDoor
 from tests.support.harness import live_config, live_pipeline, wait_until
+from tests.support import REPO
 
 TOKEN = "console-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "build" / "test-output" / "console"
+SHOTS = REPO / "build" / "test-output" / "console"
 EXPECTED_409 = "status of 409"  # the duplicate add below: the page shows the API's error, the browser logs the 409
 
 
@@ -269,7 +270,7 @@ def test_score_history_is_bounded():
 async def test_demo_prints_the_console_address(sample_video, tmp_path):
     """`streamguard demo` (what `make demo` runs) prints a loopback console URL with its token, serves the page
     there, and runs until --duration."""
-    root = Path(__file__).resolve().parent.parent
+    root = REPO
     env = {**os.environ, "PYTHONPATH": str(root), "XDG_CACHE_HOME": str(tmp_path)}
     env.pop("STREAMGUARD_HTTP_TOKEN", None)
     proc = await asyncio.create_subprocess_exec(

@@ -4,14 +4,14 @@ Ray cluster and minutes: it is run by hand, docs/benchmarks.md)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from lab.bench.cluster import table
 from streamguard.cli import main
+from tests.support import REPO
 
-RESULT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cluster-20261207" / "run3.json"
+RESULT = REPO / "benchmarks" / "results" / "cluster-20261207" / "run3.json"
 
 
 def test_bad_sizes_are_one_clear_error(capsys):
