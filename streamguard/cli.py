@@ -27,7 +27,11 @@ from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.commandline import (  # noqa: E402
     EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STREAM_FAILED, add_pipeline_options, pipeline_overrides,
 )
-from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from streamguard.config import (  # noqa: E402
+    Config, ConnectorsConfig, JanusConfig, StreamConfig, format_validation_error, load_config, parse_stream_arg,
+)
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
 from streamguard.supervisor import READY_FILE_ENV, supervise  # noqa: E402
 
@@ -81,8 +85,8 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
         async with running(cfg, sink) as app:
             if ready := os.environ.get(READY_FILE_ENV):  # a supervisor (run --processes) waits for this
                 _write_whole(Path(ready), app.server.url if app.server else "")
-            # With the API on, streams come and go: keep running with none until stopped.
-            await app.pipeline.wait(stop, duration, until_idle=app.server is None)
+            # With the API on or a connector, streams come and go: keep running with none until stopped.
+            await app.pipeline.wait(stop, duration, until_idle=app.server is None and not app.watches)
         if subscriber:
             await subscriber.drain(expected=sink.published, timeout=5.0)
     finally:
@@ -117,12 +121,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_duration(args)
     cfg = load_config(args.config, pipeline_overrides(args))
     streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
-    if not streams and cfg.http.bind is None:
-        raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
+    cfg = with_janus_args(cfg, args.janus or [])
+    if not streams and cfg.http.bind is None and not cfg.connectors.janus:
+        raise ConfigError(
+            "no streams: pass --stream NAME=URL (repeatable), list streams in the config, add them through --http, "
+            "or watch a call server with --janus URL"
+        )
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
+    if args.processes != 1 and cfg.connectors.janus:
+        raise ConfigError("--janus runs in one process: leave out --processes (a connector's streams stay in its process)")
     if args.processes != 1:
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
+
+
+def with_janus_args(cfg: Config, urls: list[str]) -> Config:
+    """`cfg` with a Janus connector per `--janus URL` not already in its `connectors.janus`, watching
+    every room (named janus, janus2, ...); rooms, PINs and secrets are set there, in the config."""
+    if not urls:
+        return cfg
+    servers = list(cfg.connectors.janus)
+    taken = {s.name for s in servers}
+    for url in dict.fromkeys(u for u in urls if u not in {s.url for s in servers}):
+        name = next(n for n in (f"janus{i}" if i > 1 else "janus" for i in range(1, len(taken) + 2)) if n not in taken)
+        taken.add(name)
+        try:
+            servers.append(JanusConfig(url=url, name=name))
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "--janus")) from None
+    try:
+        connectors = ConnectorsConfig(janus=servers)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "--janus")) from None
+    return cfg.model_copy(update={"connectors": connectors})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -166,6 +197,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="analyse live streams and publish alerts to Redis")
     run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
+    run.add_argument("--janus", action="append", metavar="URL",
+                     help="analyse every publisher of a Janus VideoRoom server (its HTTP API, e.g. http://sfu:8088/janus; "
+                     "repeatable), in every room; to choose rooms or give PINs and secrets, list it under "
+                     "connectors.janus in the config instead")
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
                      "carries some 16-32 streams: its GIL); restarted if one dies. --http then serves one API for all")

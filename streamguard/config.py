@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, ValidationError, field_validator, model_validator,
+)
 
 from streamguard.errors import ConfigError
 
@@ -132,6 +134,48 @@ class WebRTCConfig(_Section):
         if not self.host_interfaces and not self.additional_hosts:
             raise ValueError("additional_hosts must list an address when host_interfaces is false")
         return self
+
+
+class JanusConfig(_Section):
+    """One Janus server whose VideoRoom participants are watched (streamguard/connectors/janus.py)."""
+
+    url: str = Field(min_length=1, description="Janus's HTTP API, e.g. http://sfu:8088/janus (credentials in it are redacted)")
+    name: str = Field(
+        "janus", pattern=r"^[A-Za-z0-9_.-]{1,16}$",
+        description="Prefix of its stream names (NAME-ROOM-PUBLISHER); give each server its own when watching several",
+    )
+    rooms: list[str] | Literal["all"] = Field(
+        "all", description="Rooms to watch: 'all' (every room `list` shows) or a list of room ids; others are ignored"
+    )
+    pins: dict[str, SecretStr] = Field(default_factory=dict, description="Room id -> PIN, for rooms that need one to join")
+    api_secret: SecretStr | None = Field(None, description="Janus's api_secret, when its general config sets one")
+    token: SecretStr | None = Field(None, description="A Janus stored-auth token, when token_auth is on")
+    admin_key: SecretStr | None = Field(
+        None, description="VideoRoom's admin_key: with it `list` also shows private rooms (never sent to the media path)"
+    )
+    poll_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often rooms and participants are listed (joins and leaves are seen within this)"
+    )
+    max_participants: int = Field(64, ge=1, le=10_000, description="Most participant streams this connector keeps at once")
+
+    @field_validator("rooms", mode="before")
+    @classmethod
+    def _room_ids(cls, v: Any) -> Any:
+        return [str(r) for r in v] if isinstance(v, list) else v
+
+
+class ConnectorsConfig(_Section):
+    """Call servers whose participants become streams (each publisher with video is one)."""
+
+    janus: list[JanusConfig] = Field(default_factory=list, description="Janus VideoRoom servers (run --janus URL adds one)")
+
+    @field_validator("janus")
+    @classmethod
+    def _unique_prefixes(cls, v: list[JanusConfig]) -> list[JanusConfig]:
+        names = [j.name for j in v]
+        if len(set(names)) != len(names):
+            raise ValueError("each Janus server needs its own name (the stream-name prefix)")
+        return v
 
 
 class DetectorConfig(_Section):
@@ -272,6 +316,7 @@ class Config(_Section):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    connectors: ConnectorsConfig = Field(default_factory=ConnectorsConfig)
 
     @field_validator("streams")
     @classmethod
