@@ -2,8 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: redis-server and GStreamer's RTSP server (tests serve real RTSP with it).
-APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+# Debian packages: redis-server, Janus (tests run a real VideoRoom) and GStreamer's RTSP server (tests serve real RTSP with it).
+APT_PACKAGES := redis-server janus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
