@@ -71,7 +71,7 @@ class PrivateNetwork:
 
     def enter(self) -> None:
         """Move the calling thread into the namespace (remembering where it was)."""
-        self._home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
         try:
             _setns(fd)

@@ -139,7 +139,11 @@ class WebRTCConfig(_Section):
 class JanusConfig(_Section):
     """One Janus server whose VideoRoom participants are watched (streamguard/connectors/janus.py)."""
 
-    url: str = Field(min_length=1, description="Janus's HTTP API, e.g. http://sfu:8088/janus (credentials in it are redacted)")
+    url: str = Field(
+        min_length=1,
+        description="Janus's HTTP API, e.g. http://sfu:8088/janus; user info in it is sent as basic auth (a proxy in "
+        "front) and redacted everywhere it is shown",
+    )
     name: str = Field(
         "janus", pattern=r"^[A-Za-z0-9_.-]{1,16}$",
         description="Prefix of its stream names (NAME-ROOM-PUBLISHER); give each server its own when watching several",

@@ -302,6 +302,7 @@ class StreamWorker:
             "active_tracks": len(self.scorer.identities),
             "events": self.events,
             "error": self.error,
+            **({"participant": self.participant.model_dump()} if self.participant is not None else {}),
         }
 
     def report(self) -> StreamReport:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 
@@ -90,3 +91,25 @@ async def test_an_unreachable_janus_is_server_unavailable_without_credentials():
         assert "***@127.0.0.1" in str(caught.value)
     finally:
         await connector.close()
+
+
+async def test_run_with_only_a_connector_keeps_running_and_reports_an_unreachable_server(redis_server):
+    from streamguard.cli import serve
+    from tests.harness import EventReader, live_config
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = live_config(connectors={"janus": [{"url": f"http://u:pw-x7@127.0.0.1:{port}/janus"}]},
+                      ingest={"backoff_initial_s": 0.1, "backoff_max_s": 0.2}, redis={"url": redis_server.url})
+    started = time.monotonic()
+    assert await serve(cfg, duration=2.0) == 0
+    assert time.monotonic() - started >= 2.0  # no streams, no --http: a connector keeps `run` going
+    events = EventReader(redis_server.url, cfg.redis.stream_key)
+    try:
+        await events.poll()
+    finally:
+        await events.close()
+    states = [(e.stream, e.state) for e in events.events if getattr(e, "connector", None) == "janus"]
+    assert states[0] == ("janus", "connecting") and ("janus", "reconnecting") in states and states[-1] == ("janus", "ended")
+    assert not any("pw-x7" in e.to_json() for e in events.events)

@@ -10,7 +10,6 @@ VideoRoom publishers and sending the two-face sample (VP8, 640x360, 10 fps).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -126,6 +125,8 @@ async def test_participants_are_analysed_by_name_as_they_come_and_go(janus, ns_r
                 assert alert.stream == stream_of(who)
                 assert alert.participant.room == str(WATCHED) and alert.participant.publisher_id == str(who.publisher_id)
                 assert alert.participant.connector == "janus" and alert.participant.server == janus.url.replace("http://", "http://***@")
+                status = live.pipeline.workers[alert.stream].status()
+                assert status["participant"]["display"] == who.display and URL_PASSWORD not in str(status)
 
             # A third joins mid-run: analysed within 2 s of publishing.
             dave = await room.join("dave")
