@@ -5,7 +5,8 @@ network namespace it makes (lab/netns.py: loopback plus a veth pair whose both e
 are in it): the test's event loop thread enters it, and Janus and redis-server are
 started from there. Nothing is sent anywhere else. One Janus (with an api_secret, as
 a production one has) serves the module; publishers are aiortc peers joining as
-VideoRoom publishers and sending the two-face sample (VP8, 640x360, 10 fps).
+VideoRoom publishers and sending the two-face sample (VP8, 640x360, 10 fps), and one
+real browser (Debian's chromium, headless, its fake camera playing the same sample).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from lab.netns import PrivateNetwork
-from lab.servers.janus import JANUS_BINARY, JanusPublisher, JanusServer, LoopTrack, sample_loop, videoroom_request
+from lab.servers.janus import (
+    CHROMIUM, JANUS_BINARY, BrowserPublisher, JanusPublisher, JanusServer, LoopTrack, sample_loop, videoroom_request,
+)
 from streamguard.config import WebRTCConfig
 from streamguard.events import EventV1, StreamEventV1
 from streamguard.ingest import ice
@@ -197,3 +200,16 @@ async def test_janus_killed_and_restarted_is_retried_and_analysis_resumes(janus,
         if not janus.running:
             janus.start()
         await room.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+async def test_a_browser_participant_is_analysed_by_name(janus, ns_redis, frames, tmp_path):
+    browser = BrowserPublisher(janus.url, WATCHED, "Ann in a browser", frames, tmp_path, api_secret=SECRET)
+    async with live_pipeline(ns_redis.url, config(janus, [WATCHED])) as live:
+        await browser.start()
+        try:
+            alert = await live.events.wait_for(alert_for("Ann in a browser"), 40, what="an alert naming the browser's user")
+            assert alert.stream.startswith(f"janus-{WATCHED}-") and alert.participant.room == str(WATCHED)
+            assert live.pipeline.workers[alert.stream].source.size == (640, 360)
+        finally:
+            await browser.close()

@@ -13,23 +13,28 @@ with `ice_enforce_list = "lo"`), so tests run it inside a private network namesp
 `JanusPublisher` joins a room as a publisher the way a browser does with janus.js
 (create a session, attach `janus.plugin.videoroom`, `joinandconfigure` with an SDP
 offer, the answer from the event long poll) and sends any aiortc video track.
+`BrowserPublisher` does the same from a real browser (Debian's chromium, headless, with
+a fake camera playing the sample).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import secrets
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiohttp import web
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamguard.errors import StreamguardError
@@ -329,3 +334,65 @@ async def videoroom_request(url: str, body: dict[str, Any], api_secret: str | No
         reply = await post(f"/{session}/{handle}", {"janus": "message", "body": body})
         await post(f"/{session}", {"janus": "destroy"})
         return reply.get("plugindata", {}).get("data", reply)
+
+
+CHROMIUM = "/usr/bin/chromium"
+PUBLISHER_PAGE = Path(__file__).with_name("janus_publisher.html")
+
+
+class BrowserPublisher:
+    """Debian's chromium, headless, publishing a fake camera that plays `frames` (the two-face
+    sample, written as a y4m file) to a VideoRoom from janus_publisher.html (served on loopback:
+    getUserMedia needs a secure context, which http://127.0.0.1 is)."""
+
+    def __init__(self, url: str, room: int, display: str, frames: list[av.VideoFrame], workdir: Path,
+                 api_secret: str | None = None, fps: int = 10) -> None:
+        self.url, self.room, self.display, self.api_secret = url, room, display, api_secret
+        self.workdir = workdir
+        self.camera = workdir / "camera.y4m"
+        with av.open(str(self.camera), "w", format="yuv4mpegpipe") as out:
+            stream = out.add_stream("rawvideo", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+            for frame in [*frames, None]:
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        self._runner: web.AppRunner | None = None
+        self._proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        """Serve the page and start chromium on it (publishing takes it a few seconds)."""
+        page = PUBLISHER_PAGE.read_text()
+
+        async def serve_page(_request: web.Request) -> web.Response:
+            return web.Response(text=page, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", serve_page)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        settings = urllib.parse.quote(json.dumps({"janus": self.url, "secret": self.api_secret, "room": self.room,
+                                                  "display": self.display}))
+        with (self.workdir / "chromium.log").open("w") as log:
+            self._proc = subprocess.Popen([
+                CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-video-capture={self.camera}", f"--user-data-dir={self.workdir / 'profile'}",
+                f"http://127.0.0.1:{port}/#{settings}",
+            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def close(self) -> None:
+        """Quit the browser (Janus sees the publisher's session time out or its PeerConnection go)."""
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                await asyncio.to_thread(self._proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                await asyncio.to_thread(self._proc.wait)
+            self._proc = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
