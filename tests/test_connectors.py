@@ -113,3 +113,10 @@ async def test_run_with_only_a_connector_keeps_running_and_reports_an_unreachabl
     states = [(e.stream, e.state) for e in events.events if getattr(e, "connector", None) == "janus"]
     assert states[0] == ("janus", "connecting") and ("janus", "reconnecting") in states and states[-1] == ("janus", "ended")
     assert not any("pw-x7" in e.to_json() for e in events.events)
+
+
+def test_janus_with_several_processes_is_refused():
+    from streamguard.cli import main
+    from streamguard.commandline import EXIT_BAD_INPUT
+
+    assert main(["run", "--janus", "http://127.0.0.1:9/janus", "--processes", "2"]) == EXIT_BAD_INPUT

@@ -103,6 +103,15 @@ class Room:
             await publisher.close(leave=self.janus.running)
 
 
+async def expect(events, match, timeout: float, after: int = 0, what: str = ""):
+    """`events.wait_for`, failing with the latest stream states and their details (why a subscription failed)."""
+    try:
+        return await events.wait_for(match, timeout, after=after, what=what)
+    except pytest.fail.Exception:
+        states = [(e.stream, e.state, e.detail) for e in events.events if isinstance(e, StreamEventV1)][-6:]
+        pytest.fail(f"no {what} within {timeout} s; latest stream states: {states}")
+
+
 def stream_of(publisher: JanusPublisher) -> str:
     return f"janus-{publisher.room}-{publisher.publisher_id}"
 
@@ -124,7 +133,7 @@ async def test_participants_are_analysed_by_name_as_they_come_and_go(janus, ns_r
             events = live.events
             # Two participants: alerts naming each.
             for who in (alice, bob):
-                alert = await events.wait_for(alert_for(who.display), 30, what=f"an alert naming {who.display}")
+                alert = await expect(events, alert_for(who.display), 30, what=f"an alert naming {who.display}")
                 assert alert.stream == stream_of(who)
                 assert alert.participant.room == str(WATCHED) and alert.participant.publisher_id == str(who.publisher_id)
                 assert alert.participant.connector == "janus" and alert.participant.server == janus.url.replace("http://", "http://***@")
@@ -139,31 +148,31 @@ async def test_participants_are_analysed_by_name_as_they_come_and_go(janus, ns_r
             first_analysed_s = time.monotonic() - joined
             print(f"dave: first frame analysed {first_analysed_s:.2f} s after joining")
             assert first_analysed_s < 2.0
-            await events.wait_for(alert_for("dave"), 20, what="an alert naming dave")
+            await expect(events, alert_for("dave"), 20, what="an alert naming dave")
 
             # One leaves: their stream ends and their alert clears, saying so.
             await bob.close()
-            clear = await events.wait_for(cleared(stream_of(bob), "participant_left"), 10, what="bob's alert cleared")
+            clear = await expect(events, cleared(stream_of(bob), "participant_left"), 10, what="bob's alert cleared")
             assert clear.id in {a.id for a in events.alerts(stream_of(bob))} and clear.participant.display == "bob"
-            await events.wait_for(lambda e: isinstance(e, StreamEventV1) and e.stream == stream_of(bob) and e.state == "ended",
+            await expect(events, lambda e: isinstance(e, StreamEventV1) and e.stream == stream_of(bob) and e.state == "ended",
                                   5, what="bob's stream ended")
             assert stream_of(bob) not in live.pipeline.workers
 
             # One unpublishes and publishes again: same stream, same identity.
             name = stream_of(alice)
             await alice.unpublish()
-            await events.wait_for(cleared(name, "participant_unpublished"), 10, what="alice's alert cleared on unpublish")
+            await expect(events, cleared(name, "participant_unpublished"), 10, what="alice's alert cleared on unpublish")
             mark = len(events.events)
             await alice.republish(LoopTrack(frames))
             assert stream_of(alice) == name
-            again = await events.wait_for(alert_for("alice"), 20, after=mark, what="alice analysed again")
+            again = await expect(events, alert_for("alice"), 20, after=mark, what="alice analysed again")
             assert again.stream == name
 
             # A destroyed room ends its streams.
             eve = await room.join("eve", OTHER)
-            await events.wait_for(alert_for("eve"), 20, what="an alert naming eve")
+            await expect(events, alert_for("eve"), 20, what="an alert naming eve")
             await videoroom_request(janus.url, {"request": "destroy", "room": OTHER}, api_secret=SECRET)
-            await events.wait_for(cleared(stream_of(eve), "room_destroyed"), 10, what="eve's alert cleared with the room")
+            await expect(events, cleared(stream_of(eve), "room_destroyed"), 10, what="eve's alert cleared with the room")
 
             # The room that is not watched is ignored.
             assert not any(f"-{UNWATCHED}-" in name for name in live.pipeline.workers)
@@ -182,19 +191,19 @@ async def test_janus_killed_and_restarted_is_retried_and_analysis_resumes(janus,
         frank = await room.join("frank")
         async with live_pipeline(ns_redis.url, config(janus, [WATCHED])) as live:
             events = live.events
-            await events.wait_for(alert_for("frank"), 30, what="an alert naming frank")
+            await expect(events, alert_for("frank"), 30, what="an alert naming frank")
             mark = len(events.events)
             janus.stop(kill=True)
-            down = await events.wait_for(lambda e: isinstance(e, StreamEventV1) and e.connector == "janus"
+            down = await expect(events, lambda e: isinstance(e, StreamEventV1) and e.connector == "janus"
                                          and e.state == "reconnecting", 10, after=mark, what="the connector reconnecting")
             assert "retry in" in down.detail and URL_PASSWORD not in down.to_json() and "***@" in down.url
             janus.start()
-            await events.wait_for(lambda e: isinstance(e, StreamEventV1) and e.connector == "janus" and e.state == "live",
+            await expect(events, lambda e: isinstance(e, StreamEventV1) and e.connector == "janus" and e.state == "live",
                                   10, after=mark, what="the connector live again")
             old = stream_of(frank)
             frank_again = await room.join("frank")  # a client reconnects to the restarted SFU
-            await events.wait_for(cleared(old, "participant_left"), 10, after=mark, what="frank's old alert cleared")
-            alert = await events.wait_for(alert_for("frank"), 30, after=mark, what="frank analysed again")
+            await expect(events, cleared(old, "participant_left"), 10, after=mark, what="frank's old alert cleared")
+            alert = await expect(events, alert_for("frank"), 30, after=mark, what="frank analysed again")
             assert alert.stream == stream_of(frank_again) != old
     finally:
         if not janus.running:
@@ -208,8 +217,26 @@ async def test_a_browser_participant_is_analysed_by_name(janus, ns_redis, frames
     async with live_pipeline(ns_redis.url, config(janus, [WATCHED])) as live:
         await browser.start()
         try:
-            alert = await live.events.wait_for(alert_for("Ann in a browser"), 40, what="an alert naming the browser's user")
+            alert = await expect(live.events, alert_for("Ann in a browser"), 40, what="an alert naming the browser's user")
             assert alert.stream.startswith(f"janus-{WATCHED}-") and alert.participant.room == str(WATCHED)
             assert live.pipeline.workers[alert.stream].source.size == (640, 360)
         finally:
             await browser.close()
+
+
+async def test_max_participants_caps_the_streams_a_server_adds(janus, ns_redis, frames):
+    room = Room(janus, frames)
+    cfg = config(janus, [WATCHED])
+    cfg.connectors.janus[0].max_participants = 1
+    try:
+        first = await room.join("gil")
+        async with live_pipeline(ns_redis.url, cfg) as live:
+            await expect(live.events, alert_for("gil"), 30, what="an alert naming gil")
+            second = await room.join("hal")
+            watch = live.watches[0]
+            await wait_until(lambda: (str(WATCHED), str(second.publisher_id)) in watch._skipped, 10, "hal turned away")
+            assert set(live.pipeline.workers) == {stream_of(first)}
+            await first.close()  # room for one more
+            await expect(live.events, alert_for("hal"), 30, what="hal analysed once gil left")
+    finally:
+        await room.close()

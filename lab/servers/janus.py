@@ -20,6 +20,7 @@ a fake camera playing the sample).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fractions
 import json
 import secrets
@@ -45,6 +46,12 @@ LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 START_TIMEOUT_S = 10.0
 KEEP_PLUGINS = {"libjanus_videoroom.so"}
 KEEP_TRANSPORTS = {"libjanus_http.so"}
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (a killed test run leaves no Janus behind)."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -146,7 +153,7 @@ class JanusServer:
         with self.log.open("a") as log:
             self._proc = subprocess.Popen(
                 [JANUS_BINARY, "-C", str(config), "-F", str(config.parent), "-o"],  # -o: no colours
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
@@ -234,9 +241,9 @@ class JanusPublisher:
         self._handle: str | None = None
         self._keepalive: asyncio.Task[None] | None = None
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any], transaction: str | None = None) -> dict[str, Any]:
         assert self._http is not None
-        body = {**body, "transaction": secrets.token_hex(6)}
+        body = {**body, "transaction": transaction or secrets.token_hex(6)}
         if self.api_secret:
             body["apisecret"] = self.api_secret
         async with self._http.post(self.url + path, json=body) as resp:
@@ -244,6 +251,26 @@ class JanusPublisher:
         if reply.get("janus") == "error":
             raise StreamguardError(f"janus: {reply['error']}")
         return reply
+
+    async def _request(self, body: dict[str, Any], jsep: dict[str, str] | None, timeout: float) -> dict[str, Any]:
+        """An asynchronous VideoRoom request: the event answering it (its transaction), from the long poll."""
+        transaction = secrets.token_hex(6)
+        await self._post(f"/{self._session}/{self._handle}",
+                         {"janus": "message", "body": body, **({"jsep": jsep} if jsep else {})}, transaction)
+        deadline = time.monotonic() + timeout
+        params = {"maxev": "5", **({"apisecret": self.api_secret} if self.api_secret else {})}
+        while time.monotonic() < deadline:
+            assert self._http is not None
+            async with self._http.get(f"{self.url}/{self._session}", params=params) as resp:
+                events = await resp.json(content_type=None)
+            for event in events if isinstance(events, list) else [events]:
+                if event.get("transaction") != transaction or event.get("janus") != "event":
+                    continue  # another request's answer, media and webrtcup notices, keepalives
+                data = event.get("plugindata", {}).get("data", {})
+                if "error" in data:
+                    raise StreamguardError(f"janus videoroom: {data['error']}")
+                return event
+        raise StreamguardError(f"janus did not answer {body.get('request')} within {timeout:g} s")
 
     async def publish(self, timeout: float = 10.0) -> int:
         """Join and publish; the publisher id Janus gave us."""
@@ -265,29 +292,16 @@ class JanusPublisher:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
         transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == self.codec])
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        await self._post(f"/{self._session}/{self._handle}", {
-            "janus": "message", "body": request,
-            "jsep": {"type": "offer", "sdp": self.pc.localDescription.sdp},
-        })
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._http is not None
-            params = {"maxev": "5", **({"apisecret": self.api_secret} if self.api_secret else {})}
-            async with self._http.get(f"{self.url}/{self._session}", params=params) as resp:
-                events = await resp.json(content_type=None)
-            for event in events if isinstance(events, list) else [events]:
-                data = event.get("plugindata", {}).get("data", {})
-                if data.get("videoroom") == "joined":
-                    self.publisher_id = int(data["id"])
-                if "error" in data:
-                    raise StreamguardError(f"janus videoroom: {data['error']}")
-                if "jsep" in event:
-                    await self.pc.setRemoteDescription(RTCSessionDescription(**event["jsep"]))
-                    if self._keepalive is None:
-                        self._keepalive = asyncio.create_task(self._keep_alive())
-                    assert self.publisher_id is not None
-                    return self.publisher_id
-        raise StreamguardError(f"janus did not answer the publish offer within {timeout:g} s")
+        event = await self._request(request, {"type": "offer", "sdp": self.pc.localDescription.sdp}, timeout)
+        data = event.get("plugindata", {}).get("data", {})
+        if data.get("videoroom") == "joined":
+            self.publisher_id = int(data["id"])
+        if "jsep" not in event or self.publisher_id is None:
+            raise StreamguardError(f"janus answered {request['request']} without an SDP answer: {data}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(**event["jsep"]))
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(self._keep_alive())
+        return self.publisher_id
 
     async def _keep_alive(self) -> None:
         while True:
@@ -297,9 +311,10 @@ class JanusPublisher:
             except (aiohttp.ClientError, TimeoutError, StreamguardError):
                 pass
 
-    async def unpublish(self) -> None:
-        """Stop publishing but stay in the room (the subscriber's stream should end)."""
-        await self._post(f"/{self._session}/{self._handle}", {"janus": "message", "body": {"request": "unpublish"}})
+    async def unpublish(self, timeout: float = 10.0) -> None:
+        """Stop publishing but stay in the room; our PeerConnection closes only once Janus has
+        answered (closing it first races Janus into hanging up before it reads the request)."""
+        await self._request({"request": "unpublish"}, None, timeout)
         if self.pc is not None:
             await self.pc.close()
 
@@ -381,10 +396,11 @@ class BrowserPublisher:
                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-video-capture={self.camera}", f"--user-data-dir={self.workdir / 'profile'}",
                 f"http://127.0.0.1:{port}/#{settings}",
-            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
 
     async def close(self) -> None:
-        """Quit the browser (Janus sees the publisher's session time out or its PeerConnection go)."""
+        """Quit the browser and kick its participant: a browser that is killed does not leave, and
+        Janus would list it as a publisher (sending nothing) until its session times out."""
         if self._proc is not None:
             self._proc.terminate()
             try:
@@ -396,3 +412,8 @@ class BrowserPublisher:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        listing = await videoroom_request(self.url, {"request": "listparticipants", "room": self.room}, self.api_secret)
+        for participant in listing.get("participants", []):
+            if participant.get("display") == self.display:
+                await videoroom_request(self.url, {"request": "kick", "room": self.room, "id": participant["id"]},
+                                        self.api_secret)
