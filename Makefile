@@ -2,9 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: redis-server, GStreamer's RTSP server (tests serve real RTSP with it) and
-# chromium (the console's tests drive it with Playwright, tests/test_console.py).
-APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+# Debian packages: redis-server, GStreamer's RTSP server (tests serve real RTSP with it), chromium
+# (the console's tests drive it with Playwright, tests/e2e/test_console.py) and Janus (tests run a real VideoRoom).
+APT_PACKAGES := redis-server janus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly chromium
 PYTEST_ARGS ?=
 

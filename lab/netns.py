@@ -1,56 +1,94 @@
-"""A network namespace for the cluster tests and `bench cluster`: loopback plus a veth pair, no route out.
+"""A private network namespace for tests and benchmarks that cannot stay on loopback, and a way into it.
 
-Why: Ray (2.60) binds and dials this machine's interface address, not loopback, even when
-told 127.0.0.1; inside a namespace of our own with no other interface it uses 127.0.0.1
-and every packet stays inside (the tests' network rule). The pytest process itself moves
-in (its main thread, through unshare(2)) so that Ray's head, its nodes, redis-server, the
-RTSP server and `streamguard run --ray` all start inside; `leave()` moves it back, so the
-rest of the session is untouched. Needs root (CAP_SYS_ADMIN) and `ip`.
+Ray (2.60) binds and dials this machine's interface address, not loopback, even when told
+127.0.0.1: inside a namespace of our own it uses 127.0.0.1 and every packet stays inside
+(the cluster tests, `bench cluster`).
+
+Janus gathers ICE candidates only on non-loopback interfaces (it skips IFF_LOOPBACK
+before its enforce list is looked at), so a Janus test cannot stay on 127.0.0.1. The
+network rule for tests is: traffic to loopback, or inside a namespace the test made.
+`PrivateNetwork` makes one (`ip netns add`), with its loopback up and a veth pair whose
+two ends both live in it (10.77.0.1/24 and 10.77.0.2/24): an interface Janus and aioice
+gather on, connected to nothing outside. (The `dummy` link type is missing on these
+machines; veth is not.)
+
+`enter()` moves the calling thread (the test's event loop thread) into it with
+setns(2): every socket it opens afterwards, every thread it starts and every process
+it forks (Janus, redis-server) live in the namespace; `leave()` moves it back.
+Python 3.11 has no os.setns, hence ctypes. Needs root (CAP_SYS_ADMIN).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import shutil
+import secrets
 import subprocess
 
 CLONE_NEWNET = 0x40000000
-SETUP = (
-    "ip link set lo up",
-    "ip link add v0 type veth peer name v1",
-    "ip addr add 10.77.0.1/24 dev v0",
-    "ip addr add 10.77.0.2/24 dev v1",
-    "ip link set v0 up",
-    "ip link set v1 up",
-)
+ADDRESSES = ("10.77.0.1", "10.77.0.2")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def unavailable() -> str | None:
-    """Why a namespace cannot be made here (None if it can)."""
-    if os.geteuid() != 0:
-        return "needs root to make a network namespace"
-    if shutil.which("ip") is None:
-        return "needs the ip command (iproute2)"
-    return None
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-class NetNamespace:
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+class PrivateNetwork:
+    """A network namespace of our own: lo up, veth v0 (10.77.0.1) <-> v1 (10.77.0.2) inside it."""
+
+    interface = "v0"
+    address = ADDRESSES[0]
+
     def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.name = f"sgtest-{secrets.token_hex(4)}"
         self._home: int | None = None
 
+    @staticmethod
+    def available() -> str | None:
+        """Why a namespace cannot be made here (None: it can)."""
+        if os.geteuid() != 0:
+            return "needs root (ip netns, setns)"
+        if subprocess.run(["which", "ip"], capture_output=True).returncode != 0:
+            return "needs iproute2 (ip)"
+        return None
+
+    def create(self) -> PrivateNetwork:
+        _ip("netns", "add", self.name)
+        try:
+            ns = ["-n", self.name]
+            _ip(*ns, "link", "set", "lo", "up")
+            _ip(*ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+            for dev, addr in zip(("v0", "v1"), ADDRESSES):
+                _ip(*ns, "addr", "add", f"{addr}/24", "dev", dev)
+                _ip(*ns, "link", "set", dev, "up")
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
     def enter(self) -> None:
-        self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
-        if self._libc.unshare(CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
-        for command in SETUP:
-            subprocess.run(command.split(), check=True)
+        """Move the calling thread into the namespace (remembering where it was)."""
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
 
     def leave(self) -> None:
-        if self._home is None:
-            return
-        if self._libc.setns(self._home, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns back to the first network namespace failed")
-        os.close(self._home)
-        self._home = None
+        """Move the calling thread back to where `enter` found it."""
+        if self._home is not None:
+            _setns(self._home)
+            os.close(self._home)
+            self._home = None
+
+    def delete(self) -> None:
+        self.leave()
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

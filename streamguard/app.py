@@ -16,15 +16,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streamguard.config import Config
+from streamguard.connectors import start_watches
 from streamguard.console import ConsoleHub
 from streamguard.inference.contract import Engine
 from streamguard.inference.registry import open_engine
 from streamguard.ingest.hwaccel import require_decoding
 from streamguard.pipeline import EventPublisher, Pipeline, SampleHook, StreamReport
 from streamguard.server import HttpServer
+
+if TYPE_CHECKING:
+    from streamguard.connectors.watch import ConnectorWatch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ class App:
     pipeline: Pipeline
     server: HttpServer | None
     reports: list[StreamReport] = field(default_factory=list)
+    watches: list[ConnectorWatch] = field(default_factory=list)  # one per configured connector (cfg.connectors)
 
 
 def open_model(cfg: Config) -> Engine:
@@ -78,8 +83,9 @@ async def running(
     flush_timeout: float = SINK_FLUSH_S,
 ) -> AsyncIterator[App]:
     """Open the engine (unless one is given: the caller keeps it), start the sink, the pipeline
-    with `cfg.streams` and, when `cfg.http.bind` is set, the HTTP server; on exit close the
-    server, the pipeline (its reports land on `App.reports`), the sink (flushing for up to
+    with `cfg.streams`, the connectors (`cfg.connectors`: each adds and removes its participants'
+    streams) and, when `cfg.http.bind` is set, the HTTP server; on exit close the
+    server, the connectors (their streams end), the pipeline (its reports land on `App.reports`), the sink (flushing for up to
     `flush_timeout` seconds; none when leaving on an error) and the engine we opened."""
     require_decoding(cfg.ingest)  # cheap: before the model loads
     own_engine = engine is None
@@ -93,12 +99,15 @@ async def running(
             app = App(cfg, engine, sink, pipeline, server)
             await pipeline.start()
             try:
+                app.watches = start_watches(cfg, pipeline, sink)
                 if server is not None:
                     await server.start()
                 yield app
             finally:
                 if server is not None:
                     await server.close()
+                for watch in app.watches:
+                    await watch.close()
                 app.reports = await pipeline.close()
             await sink.close(timeout=flush_timeout)
         finally:

@@ -29,7 +29,11 @@ from streamguard.blas import limit_numpy_blas_threads  # noqa: E402
 from streamguard.commandline import (  # noqa: E402
     EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STREAM_FAILED, add_pipeline_options, check_sources, pipeline_overrides,
 )
-from streamguard.config import Config, StreamConfig, load_config, parse_stream_arg  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from streamguard.config import (  # noqa: E402
+    Config, ConnectorsConfig, JanusConfig, StreamConfig, format_validation_error, load_config, parse_stream_arg,
+)
 from streamguard.errors import ConfigError, StreamguardError  # noqa: E402
 from streamguard.server.exposure import check_exposure  # noqa: E402
 from streamguard.logsafe import configure_logging, safe_line  # noqa: E402
@@ -90,8 +94,8 @@ async def serve(cfg: Config, duration: float | None, on_event: Callable[[Any], N
                 _write_whole(Path(ready), app.server.url if app.server else "")
             if on_ready is not None and app.server is not None:
                 on_ready(app.server.url)
-            # With the API on, streams come and go: keep running with none until stopped.
-            await app.pipeline.wait(stop, duration, until_idle=app.server is None)
+            # With the API on or a connector, streams come and go: keep running with none until stopped.
+            await app.pipeline.wait(stop, duration, until_idle=app.server is None and not app.watches)
         if subscriber:
             await subscriber.drain(expected=sink.published, timeout=5.0)
     finally:
@@ -129,8 +133,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, pipeline_overrides(args))
     check_exposure(cfg.http)  # an open bind refuses to start here, before the engine loads or anything binds
     streams = cfg.streams + [parse_stream_arg(s) for s in args.stream or []]
-    if not streams and cfg.http.bind is None:
-        raise ConfigError("no streams: pass --stream NAME=URL (repeatable), list streams in the config, or add them through --http")
+    cfg = with_janus_args(cfg, args.janus or [])
+    if not streams and cfg.http.bind is None and not cfg.connectors.janus:
+        raise ConfigError(
+            "no streams: pass --stream NAME=URL (repeatable), list streams in the config, add them through --http, "
+            "or watch a call server with --janus URL"
+        )
     cfg = cfg.model_copy(update={"streams": Config.model_validate({"streams": [s.model_dump() for s in streams]}).streams})
     check_sources(cfg, cfg.streams)
     require_decoding(cfg.ingest)  # before any worker, Redis or the model starts
@@ -141,9 +149,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.processes != 1:
             raise ConfigError("--ray and --processes do not go together: on a cluster, cluster.shards sets how many")
         return asyncio.run(run_on_ray(cfg, ray_address, args.duration))
+    if args.processes != 1 and cfg.connectors.janus:
+        raise ConfigError("--janus runs in one process: leave out --processes (a connector's streams stay in its process)")
     if args.processes != 1:
         return asyncio.run(supervise(cfg, args.processes, args.duration, args.log_level))
     return asyncio.run(serve(cfg, args.duration))
+
+
+def with_janus_args(cfg: Config, urls: list[str]) -> Config:
+    """`cfg` with a Janus connector per `--janus URL` not already in its `connectors.janus`, watching
+    every room (named janus, janus2, ...); rooms, PINs and secrets are set there, in the config."""
+    if not urls:
+        return cfg
+    servers = list(cfg.connectors.janus)
+    taken = {s.name for s in servers}
+    for url in dict.fromkeys(u for u in urls if u not in {s.url for s in servers}):
+        name = next(n for n in (f"janus{i}" if i > 1 else "janus" for i in range(1, len(taken) + 2)) if n not in taken)
+        taken.add(name)
+        try:
+            servers.append(JanusConfig(url=url, name=name))
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "--janus")) from None
+    try:
+        connectors = ConnectorsConfig(janus=servers)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "--janus")) from None
+    return cfg.model_copy(update={"connectors": connectors})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -200,6 +231,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="analyse live streams and publish alerts to Redis")
     run.add_argument("--stream", action="append", metavar="NAME=URL", help="a stream to analyse (repeatable)")
+    run.add_argument("--janus", action="append", metavar="URL",
+                     help="analyse every publisher of a Janus VideoRoom server (its HTTP API, e.g. http://sfu:8088/janus; "
+                     "repeatable), in every room; to choose rooms or give PINs and secrets, list it under "
+                     "connectors.janus in the config instead")
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="split the streams across N worker processes, each with its own engine (one process "
                      "carries some 16-32 streams: its GIL); restarted if one dies. --http then serves one API for all")

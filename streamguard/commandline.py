@@ -53,12 +53,14 @@ def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_sources(cfg: Config, streams: list[StreamConfig]) -> None:
-    """The source policy on the operator's streams (command line and config): ConfigError naming the stream if refused."""
+    """The source policy on the operator's streams and call servers (command line and config): ConfigError
+    naming the stream or connector if refused."""
     from streamguard.ingest.policy import SourcePolicy, SourceRefused
 
     policy = SourcePolicy(cfg.sources)
-    for stream in streams:
+    named = [(f"stream {s.name}", s.url) for s in streams] + [(f"connector {j.name}", j.url) for j in cfg.connectors.janus]
+    for what, url in named:
         try:
-            policy.check(stream.url, "cli")
+            policy.check(url, "cli")
         except SourceRefused as err:
-            raise ConfigError(f"stream {stream.name}: {err}") from None
+            raise ConfigError(f"{what}: {err}") from None

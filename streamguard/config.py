@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, SecretStr, ValidationError, field_validator,
+    model_validator,
+)
 
 from streamguard.errors import ConfigError
 from streamguard.redact import redact_url
@@ -229,6 +232,52 @@ class SourcesConfig(_Section):
     @classmethod
     def _lower_case_hosts(cls, v: list[str]) -> list[str]:
         return [h.lower().rstrip(".") for h in v]
+
+
+class JanusConfig(_Section):
+    """One Janus server whose VideoRoom participants are watched (streamguard/connectors/janus.py)."""
+
+    url: str = Field(
+        min_length=1,
+        description="Janus's HTTP API, e.g. http://sfu:8088/janus; user info in it is sent as basic auth (a proxy in "
+        "front) and redacted everywhere it is shown",
+    )
+    name: str = Field(
+        "janus", pattern=r"^[A-Za-z0-9_.-]{1,16}$",
+        description="Prefix of its stream names (NAME-ROOM-PUBLISHER); give each server its own when watching several",
+    )
+    rooms: list[str] | Literal["all"] = Field(
+        "all", description="Rooms to watch: 'all' (every room `list` shows) or a list of room ids; others are ignored"
+    )
+    pins: dict[str, SecretStr] = Field(default_factory=dict, description="Room id -> PIN, for rooms that need one to join")
+    api_secret: SecretStr | None = Field(None, description="Janus's api_secret, when its general config sets one")
+    token: SecretStr | None = Field(None, description="A Janus stored-auth token, when token_auth is on")
+    admin_key: SecretStr | None = Field(
+        None, description="VideoRoom's admin_key: with it `list` also shows private rooms (never sent to the media path)"
+    )
+    poll_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often rooms and participants are listed (joins and leaves are seen within this)"
+    )
+    max_participants: int = Field(64, ge=1, le=10_000, description="Most participant streams this connector keeps at once")
+
+    @field_validator("rooms", mode="before")
+    @classmethod
+    def _room_ids(cls, v: Any) -> Any:
+        return [str(r) for r in v] if isinstance(v, list) else v
+
+
+class ConnectorsConfig(_Section):
+    """Call servers whose participants become streams (each publisher with video is one)."""
+
+    janus: list[JanusConfig] = Field(default_factory=list, description="Janus VideoRoom servers (run --janus URL adds one)")
+
+    @field_validator("janus")
+    @classmethod
+    def _unique_prefixes(cls, v: list[JanusConfig]) -> list[JanusConfig]:
+        names = [j.name for j in v]
+        if len(set(names)) != len(names):
+            raise ValueError("each Janus server needs its own name (the stream-name prefix)")
+        return v
 
 
 class DetectorConfig(_Section):
@@ -451,6 +500,7 @@ class Config(_Section):
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    connectors: ConnectorsConfig = Field(default_factory=ConnectorsConfig)
 
     @field_validator("streams")
     @classmethod

@@ -29,6 +29,18 @@ class ModelInfo(BaseModel):
     trained: bool = Field(description="False when running untrained weights (scores mean nothing)")
 
 
+class ParticipantV1(BaseModel):
+    """Who a stream is, when a connector made it from a video call's participant (absent otherwise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connector: str = Field(description="The connector that added the stream, e.g. janus")
+    server: str = Field(description="The call server's URL, credentials replaced by ***")
+    room: str = Field(description="The room (call) the participant is in")
+    publisher_id: str = Field(description="The participant's id on the server (kept across unpublish/republish)")
+    display: str | None = Field(None, description="The participant's display name, as they gave it to the call")
+
+
 class EventV1(BaseModel):
     """A verdict about one face identity in one stream."""
 
@@ -47,7 +59,10 @@ class EventV1(BaseModel):
     pts: float = Field(description="Seconds in the stream's timeline")
     box: Box = Field(description="Face box x0, y0, x1, y1 normalised to the frame")
     model: ModelInfo
-    reason: str = Field(description="threshold | changed | heartbeat | below_threshold | track_ended | stream_ended | shutdown")
+    reason: str = Field(
+        description="threshold | changed | heartbeat | below_threshold | track_ended | stream_ended | shutdown; "
+        "a connector's stream also: participant_left | participant_unpublished | room_destroyed"
+    )
     threshold_source: ThresholdSource | None = Field(
         None, description="config (set by the user), calibrated (from the engine's metadata) or default (0.5)"
     )
@@ -63,6 +78,7 @@ class EventV1(BaseModel):
         None, ge=1, description="Cluster mode: the stream's ownership epoch (rises at each failover); none on one host"
     )
     seq: int | None = Field(None, ge=1, description="Cluster mode: the event's number within its stream and epoch")
+    participant: ParticipantV1 | None = Field(None, description="The call participant this stream is (connector streams only)")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
@@ -109,6 +125,10 @@ class StreamEventV1(BaseModel):
     url: str = Field(description="The source URL with credentials replaced by ***")
     epoch: int | None = Field(None, ge=1, description="Cluster mode: the stream's ownership epoch")
     seq: int | None = Field(None, ge=1, description="Cluster mode: the event's number within its stream and epoch")
+    participant: ParticipantV1 | None = Field(None, description="The call participant this stream is (connector streams only)")
+    connector: str | None = Field(
+        None, description="Set on a connector's own state (its server reachable or not): `stream` then names the connector"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

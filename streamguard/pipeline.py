@@ -25,7 +25,7 @@ import numpy as np
 
 from streamguard import metrics
 from streamguard.aio import first_of
-from streamguard.events import EventV1, ModelInfo, ScoresV1, StreamEventV1
+from streamguard.events import EventV1, ModelInfo, ParticipantV1, ScoresV1, StreamEventV1
 from streamguard.thumbnails import alert_thumbnails
 from streamguard.blas import limit_numpy_blas_threads
 from streamguard.config import Config, IngestConfig, StreamConfig
@@ -96,8 +96,11 @@ class StreamWorker:
         calibrated_threshold: float | None = None,
         source_factory: SourceFactory | None = None,
         on_sample: SampleHook | None = None,
+        participant: ParticipantV1 | None = None,
     ) -> None:
         self.stream = stream
+        self.participant = participant  # a connector's stream: every event names who it is
+        self.end_reason: str | None = None  # why its alerts clear when it is stopped (default: shutdown)
         self.cfg = cfg
         self.batcher = batcher
         self.sink = sink
@@ -130,6 +133,7 @@ class StreamWorker:
             await self._analyse(stage, executor, member)
             reason = "stream_ended"
         finally:
+            reason = self.end_reason or reason
             self.batcher.leave(member)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -242,6 +246,8 @@ class StreamWorker:
                 blobs = alert_thumbnails(face.crop, frame.rgb, self.cfg.redis.thumbnail_frame_width)
                 attachments = {prefix + kind: blob for kind, blob in blobs.items()}
                 event = event.model_copy(update={"thumbnails": {kind: prefix + kind for kind in blobs}})
+            if self.participant is not None:
+                event = event.model_copy(update={"participant": self.participant})
             self.sink.publish(event, attachments)
 
     def _publish_scores(self, now: float) -> None:
@@ -253,7 +259,9 @@ class StreamWorker:
 
     def _publish_state(self, name: str, state: StreamState, detail: str) -> None:
         url = redact_url(self.stream.url)
-        self.sink.publish(StreamEventV1(stream=name, state=state, detail=redact_text(detail), ts=time.time(), url=url))
+        self.sink.publish(StreamEventV1(
+            stream=name, state=state, detail=redact_text(detail), ts=time.time(), url=url, participant=self.participant
+        ))
 
     def _error(self) -> str | None:
         """The stream's error as shown: a library's exception text may quote the URL, secrets and all."""
@@ -277,6 +285,7 @@ class StreamWorker:
             "active_tracks": len(self.scorer.identities),
             "events": self.events,
             "error": self._error(),
+            **({"participant": self.participant.model_dump()} if self.participant is not None else {}),
         }
 
     def report(self) -> StreamReport:
@@ -322,13 +331,15 @@ class Pipeline:
         for stream in self.cfg.streams:
             self.add_stream(stream)
 
-    def add_stream(self, stream: StreamConfig, source_factory: SourceFactory | None = None) -> StreamWorker:
-        """Start analysing a stream; its name must be new."""
+    def add_stream(
+        self, stream: StreamConfig, source_factory: SourceFactory | None = None, participant: ParticipantV1 | None = None
+    ) -> StreamWorker:
+        """Start analysing a stream; its name must be new. A connector's stream names its `participant`."""
         if stream.name in self.workers:
             raise StreamguardError(f"stream {stream.name} already exists")
         worker = StreamWorker(
             stream, self.cfg, self.batcher, self.sink, self.model_info,
-            self.engine.meta.threshold, source_factory, self.on_sample,
+            self.engine.meta.threshold, source_factory, self.on_sample, participant,
         )
         task = asyncio.create_task(worker.run(), name=f"stream-{stream.name}")
         self.workers[stream.name] = worker
@@ -341,10 +352,12 @@ class Pipeline:
         """The task running stream `name`; None once it has finished (its owner may wait on it)."""
         return self._tasks.get(name)
 
-    async def remove_stream(self, name: str) -> StreamReport:
-        """Stop a stream (its open alerts are cleared) and forget it; an ended one is just forgotten."""
+    async def remove_stream(self, name: str, reason: str | None = None) -> StreamReport:
+        """Stop a stream (its open alerts are cleared, with `reason` if given, else shutdown) and
+        forget it; an ended one is just forgotten."""
         if name not in self.workers:
             raise StreamguardError(f"no stream named {name}")
+        self.workers[name].end_reason = reason
         task = self._tasks.get(name)
         if task is not None:
             task.cancel()

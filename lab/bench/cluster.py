@@ -103,7 +103,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, video: Path) -> dict[str, Any]:
     import ray
     import redis
-    from lab.netns import NetNamespace
+    from lab.netns import PrivateNetwork
     from lab.raycluster import start_cluster, stop_cluster
     from lab.servers.rtsp import RtspServer
     from streamguard.events import StreamEventV1, parse_any_event
@@ -112,9 +112,9 @@ def run_cluster_bench(streams: int, nodes: int, fps: float, seconds: float, vide
     folder = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     log = folder / "streamguard.log"
     names = {f"s{i}" for i in range(streams)}
-    namespace = NetNamespace()
+    namespace = PrivateNetwork().create()
     namespace.enter()
-    undo: list[Callable[[], None]] = [namespace.leave]
+    undo: list[Callable[[], None]] = [namespace.delete]
     try:
         server = EmbeddedRedis(port=REDIS_PORT, binary=find_redis_server(prefer_system=True)).start()
         undo.append(server.close)

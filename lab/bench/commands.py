@@ -194,12 +194,12 @@ def add_model_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_cluster(args: argparse.Namespace) -> int:
     from lab.bench.cluster import run_cluster_bench, table
-    from lab.netns import unavailable
+    from lab.netns import PrivateNetwork
     from streamguard.samples import make_two_face_video
 
     if args.streams < 1 or args.nodes < 1 or args.seconds <= 0:
         raise ConfigError("--streams and --nodes must be >= 1 and --seconds > 0")
-    if (why := unavailable()) is not None:
+    if (why := PrivateNetwork.available()) is not None:
         raise ConfigError(f"bench cluster {why} (its Ray nodes run in a network namespace of their own)")
     video = Path(tempfile.gettempdir()) / "streamguard-bench-two-faces.mp4"
     if not video.is_file():

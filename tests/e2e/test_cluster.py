@@ -26,11 +26,11 @@ import pytest
 import redis
 
 from streamguard.events import EventV1, StreamEventV1, parse_any_event
-from lab.netns import NetNamespace, unavailable
+from lab.netns import PrivateNetwork
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")
+pytestmark = pytest.mark.skipif(PrivateNetwork.available() is not None, reason=PrivateNetwork.available() or "")
 
 STREAMGUARD = str(Path(sys.executable).parent / "streamguard")
 GCS_PORT = 25001  # outside Ray's worker ports (10002-19999), and not Redis's 6379
@@ -128,9 +128,9 @@ def scene(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from streamguard.redis.embedded import EmbeddedRedis, find_redis_server
 
     folder = tmp_path_factory.mktemp("cluster")
-    namespace = NetNamespace()
+    namespace = PrivateNetwork().create()
     namespace.enter()
-    stack: list[Callable[[], None]] = [namespace.leave]
+    stack: list[Callable[[], None]] = [namespace.delete]
     try:
         server = EmbeddedRedis(port=REDIS_PORT, binary=find_redis_server(prefer_system=True)).start()
         stack.append(server.close)

@@ -76,6 +76,7 @@ class Live:
     events: EventReader
     server: HttpServer | None
     samples: list[tuple[Sample, float]] = field(default_factory=list)  # (sample, unix time it was scored)
+    watches: list[Any] = field(default_factory=list)  # the connectors' ConnectorWatch es (cfg.connectors)
 
 
 def live_config(serve: bool = False, token: str | None = None, streams: dict[str, str] | None = None, **sections: Any) -> Config:
@@ -102,7 +103,7 @@ async def live_pipeline(redis_url: str, cfg: Config) -> AsyncIterator[Live]:
     try:
         async with running(cfg, RedisSink(cfg.redis, redis_url), on_sample=lambda s: samples.append((s, time.time())),
                            flush_timeout=5.0) as app:
-            yield Live(cfg, app.pipeline, events, app.server, samples)
+            yield Live(cfg, app.pipeline, events, app.server, samples, app.watches)
         await events.poll()  # the events of the shutdown too
     finally:
         await events.close()

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     # the stages, each on its own
     {"ingest", "faces", "inference", "scoring", "redis"},
     {"pipeline"},
-    {"console"},
+    {"console", "connectors"},
     {"server"},
     # composition: the app (one process), the supervisor (several), what every command shares
     {"app", "supervisor", "commandline"},
