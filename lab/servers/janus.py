@@ -38,6 +38,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiohttp import web
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from lab.servers.process import stop_process
 from streamguard.errors import StreamguardError
 from streamguard.samples import render_frame
 
@@ -176,13 +177,7 @@ class JanusServer:
         """Stop Janus (SIGKILL with `kill`: a crash); its peers see their media stop."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc, signal.SIGKILL if kill else signal.SIGTERM)
         self._proc = None
 
 

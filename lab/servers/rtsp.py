@@ -9,11 +9,11 @@ benchmarks make a camera go away and come back. The RTSP server is the one tests
 from __future__ import annotations
 
 import selectors
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from lab.servers.process import stop_process
 from streamguard.errors import StreamguardError
 
 RTSP_SERVER_SCRIPT = Path(__file__).with_name("rtsp_server_gst.py")
@@ -23,16 +23,6 @@ RTSP_PACKAGES = (
     "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
 )
 START_TIMEOUT_S = 10.0
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class StreamServer:
