@@ -84,9 +84,10 @@ async def running(
 ) -> AsyncIterator[App]:
     """Open the engine (unless one is given: the caller keeps it), start the sink, the pipeline
     with `cfg.streams`, the connectors (`cfg.connectors`: each adds and removes its participants'
-    streams) and, when `cfg.http.bind` is set, the HTTP server; on exit close the
-    server, the connectors (their streams end), the pipeline (its reports land on `App.reports`), the sink (flushing for up to
-    `flush_timeout` seconds; none when leaving on an error) and the engine we opened."""
+    streams) and, when `cfg.http.bind` is set, the HTTP server; on exit close the server, the
+    connectors (their streams end), the pipeline (its reports land on `App.reports`), the sink
+    (flushing for up to `flush_timeout` seconds; none when leaving on an error) and the engine
+    we opened."""
     require_decoding(cfg.ingest)  # cheap: before the model loads
     own_engine = engine is None
     engine = open_model(cfg) if engine is None else engine
